@@ -1,0 +1,550 @@
+//! Route table (SPEC §3 step 3, "Routing order").
+//!
+//! Selection works like virtual hosts (nginx `server_name`, Envoy `virtual_hosts`): the request
+//! host alone picks one host class (exact host, else the longest matching `*.` wildcard, else the
+//! routes without a host), and only that class's routes are considered. Within the class the
+//! longest segment-aware `path_prefix` wins, and only then do visibility and methods decide.
+//! Choosing the prefix before looking at methods or visibility is what makes a hidden route and a
+//! wrong method answer the same way for every method, so neither can be probed by falling through
+//! to a shorter prefix.
+//!
+//! Everything that depends only on the config (host classes, prefix order, `Allow` values) is
+//! computed once in [`RouteTable::new`]; [`RouteTable::lookup`] runs on every request and does
+//! not allocate.
+
+use std::collections::HashMap;
+
+/// One route's match criteria, in config order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Exact `"api.example.com"` or wildcard `"*.example.com"`; `None` = any host.
+    pub host: Option<String>,
+    /// Starts with `/`.
+    pub path_prefix: String,
+    /// `None` = every method; otherwise exact, case-sensitive tokens.
+    pub methods: Option<Vec<String>>,
+    /// `visibility: internal`.
+    pub internal: bool,
+}
+
+/// Outcome of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMatch<'t> {
+    /// Index into the slice given to [`RouteTable::new`].
+    Found(usize),
+    /// No route: 404. Also the answer for a route hidden from this listener.
+    NotFound,
+    /// The path has a route but the method is not allowed: 405 with this `Allow` value.
+    MethodNotAllowed { allow: &'t str },
+}
+
+/// Immutable, precomputed routing index over a list of [`RouteSpec`]s.
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Keyed by lower-cased host.
+    exact: HashMap<String, HostClass>,
+    /// Keyed by the suffix including its leading dot (`.example.com`), longest suffix first, so
+    /// the first match is the most specific.
+    wildcards: Vec<(String, HostClass)>,
+    /// Routes without a host; `None` when there are none.
+    any_host: Option<HostClass>,
+}
+
+/// The routes of one host class, grouped by identical prefix.
+#[derive(Debug)]
+struct HostClass {
+    /// Longest prefix first: two distinct prefixes of equal length cannot both match one path, so
+    /// the first group that matches is the longest match.
+    groups: Vec<PrefixGroup>,
+}
+
+#[derive(Debug)]
+struct PrefixGroup {
+    prefix: String,
+    /// In config order.
+    routes: Vec<Candidate>,
+    has_public: bool,
+    /// `Allow` value seen on public listeners: public routes only, so internal methods never leak.
+    allow_public: String,
+    /// `Allow` value seen on the internal listener: every route of the group.
+    allow_all: String,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    index: usize,
+    methods: Option<Vec<String>>,
+    internal: bool,
+}
+
+impl Candidate {
+    fn visible(&self, internal_listener: bool) -> bool {
+        internal_listener || !self.internal
+    }
+
+    fn allows(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method))
+    }
+}
+
+/// The standard methods in the order `Allow` lists them; other tokens follow in first-seen order.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+impl RouteTable {
+    /// Builds the index. Route hosts are lower-cased here; a host is a wildcard only in the form
+    /// `*.suffix`, anything else (validation's job to refuse) is taken as an exact host.
+    #[must_use]
+    pub fn new(routes: &[RouteSpec]) -> RouteTable {
+        let mut exact: HashMap<String, Vec<(usize, &RouteSpec)>> = HashMap::new();
+        let mut wildcards: Vec<(String, Vec<(usize, &RouteSpec)>)> = Vec::new();
+        let mut any_host = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            let Some(host) = &route.host else {
+                any_host.push((index, route));
+                continue;
+            };
+            let host = host.to_ascii_lowercase();
+            match host
+                .strip_prefix('*')
+                .filter(|suffix| suffix.starts_with('.'))
+            {
+                Some(suffix) => match wildcards.iter_mut().find(|(s, _)| s == suffix) {
+                    Some((_, members)) => members.push((index, route)),
+                    None => wildcards.push((suffix.to_owned(), vec![(index, route)])),
+                },
+                None => exact.entry(host).or_default().push((index, route)),
+            }
+        }
+        // Stable sort: suffixes of equal length are distinct and cannot both match one host.
+        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        RouteTable {
+            exact: exact
+                .into_iter()
+                .map(|(host, members)| (host, HostClass::new(&members)))
+                .collect(),
+            wildcards: wildcards
+                .into_iter()
+                .map(|(suffix, members)| (suffix, HostClass::new(&members)))
+                .collect(),
+            any_host: (!any_host.is_empty()).then(|| HostClass::new(&any_host)),
+        }
+    }
+
+    /// `host`: request host, already lower-cased and without port (may be `""`). `path`:
+    /// canonical path (see `hygiene`). `method`: as received. Internal routes are visible only
+    /// when `internal_listener` is true; elsewhere they answer exactly like no route.
+    #[must_use]
+    pub fn lookup(
+        &self,
+        host: &str,
+        path: &str,
+        method: &str,
+        internal_listener: bool,
+    ) -> RouteMatch<'_> {
+        let Some(class) = self.host_class(host) else {
+            return RouteMatch::NotFound;
+        };
+        let Some(group) = class
+            .groups
+            .iter()
+            .find(|group| prefix_matches(&group.prefix, path))
+        else {
+            return RouteMatch::NotFound;
+        };
+        if !internal_listener && !group.has_public {
+            return RouteMatch::NotFound;
+        }
+        if let Some(route) = group
+            .routes
+            .iter()
+            .find(|route| route.visible(internal_listener) && route.allows(method))
+        {
+            return RouteMatch::Found(route.index);
+        }
+        RouteMatch::MethodNotAllowed {
+            allow: if internal_listener {
+                &group.allow_all
+            } else {
+                &group.allow_public
+            },
+        }
+    }
+
+    /// The most specific host class that has any route for `host`; no fallback past it.
+    fn host_class(&self, host: &str) -> Option<&HostClass> {
+        if let Some(class) = self.exact.get(host) {
+            return Some(class);
+        }
+        self.wildcards
+            .iter()
+            // `*.example.com` needs at least one label before the suffix: not `example.com`.
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, class)| class)
+            .or(self.any_host.as_ref())
+    }
+}
+
+impl HostClass {
+    fn new(members: &[(usize, &RouteSpec)]) -> HostClass {
+        let mut groups: Vec<PrefixGroup> = Vec::new();
+        for &(index, route) in members {
+            let candidate = Candidate {
+                index,
+                methods: route.methods.clone(),
+                internal: route.internal,
+            };
+            match groups.iter_mut().find(|g| g.prefix == route.path_prefix) {
+                Some(group) => group.routes.push(candidate),
+                None => groups.push(PrefixGroup {
+                    prefix: route.path_prefix.clone(),
+                    routes: vec![candidate],
+                    has_public: false,
+                    allow_public: String::new(),
+                    allow_all: String::new(),
+                }),
+            }
+        }
+        for group in &mut groups {
+            group.has_public = group.routes.iter().any(|r| !r.internal);
+            group.allow_public = allow_value(group.routes.iter().filter(|r| !r.internal));
+            group.allow_all = allow_value(group.routes.iter());
+        }
+        groups.sort_by_key(|group| std::cmp::Reverse(group.prefix.len()));
+        HostClass { groups }
+    }
+}
+
+/// Segment-aware prefix match: `/users` matches `/users`, `/users/` and `/users/1` but not
+/// `/usersx`; a prefix ending in `/` matches whatever starts with it (so `/api/` does not match
+/// `/api`).
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The `Allow` value for a set of routes that all restrict methods (a route without `methods`
+/// would have matched): the deduplicated union, standard methods first in their usual order.
+fn allow_value<'a>(routes: impl Iterator<Item = &'a Candidate>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for method in routes.filter_map(|r| r.methods.as_ref()).flatten() {
+        if !seen.contains(&method.as_str()) {
+            seen.push(method);
+        }
+    }
+    let standard = STANDARD_METHODS
+        .iter()
+        .copied()
+        .filter(|m| seen.contains(m));
+    let others = seen
+        .iter()
+        .copied()
+        .filter(|m| !STANDARD_METHODS.contains(m));
+    standard.chain(others).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use RouteMatch::{Found, MethodNotAllowed, NotFound};
+
+    fn route(
+        host: Option<&str>,
+        prefix: &str,
+        methods: Option<&[&str]>,
+        internal: bool,
+    ) -> RouteSpec {
+        RouteSpec {
+            host: host.map(str::to_owned),
+            path_prefix: prefix.to_owned(),
+            methods: methods.map(|ms| ms.iter().map(|m| (*m).to_owned()).collect()),
+            internal,
+        }
+    }
+
+    fn public(host: Option<&str>, prefix: &str, methods: Option<&[&str]>) -> RouteSpec {
+        route(host, prefix, methods, false)
+    }
+
+    fn internal(host: Option<&str>, prefix: &str, methods: Option<&[&str]>) -> RouteSpec {
+        route(host, prefix, methods, true)
+    }
+
+    fn get(table: &RouteTable, host: &str, path: &str) -> RouteMatch<'static> {
+        match table.lookup(host, path, "GET", false) {
+            Found(i) => Found(i),
+            NotFound => NotFound,
+            MethodNotAllowed { .. } => panic!("unexpected 405 for {host} {path}"),
+        }
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any_host() {
+        let table = RouteTable::new(&[
+            public(None, "/", None),
+            public(Some("*.example.com"), "/", None),
+            public(Some("api.example.com"), "/", None),
+        ]);
+        assert_eq!(get(&table, "api.example.com", "/x"), Found(2));
+        assert_eq!(get(&table, "web.example.com", "/x"), Found(1));
+        assert_eq!(get(&table, "a.b.example.com", "/x"), Found(1));
+        assert_eq!(get(&table, "example.com", "/x"), Found(0));
+        assert_eq!(get(&table, "notexample.com", "/x"), Found(0));
+        assert_eq!(get(&table, "other.org", "/x"), Found(0));
+        assert_eq!(get(&table, "", "/x"), Found(0));
+    }
+
+    #[test]
+    fn config_order_does_not_change_host_precedence() {
+        let table = RouteTable::new(&[
+            public(Some("api.example.com"), "/", None),
+            public(Some("*.example.com"), "/", None),
+            public(None, "/", None),
+        ]);
+        assert_eq!(get(&table, "api.example.com", "/"), Found(0));
+        assert_eq!(get(&table, "www.example.com", "/"), Found(1));
+        assert_eq!(get(&table, "x.org", "/"), Found(2));
+    }
+
+    #[test]
+    fn route_hosts_are_case_insensitive() {
+        let table = RouteTable::new(&[
+            public(Some("API.Example.COM"), "/", None),
+            public(Some("*.Example.Org"), "/", None),
+        ]);
+        assert_eq!(get(&table, "api.example.com", "/"), Found(0));
+        assert_eq!(get(&table, "www.example.org", "/"), Found(1));
+    }
+
+    #[test]
+    fn longer_wildcard_beats_shorter() {
+        let table = RouteTable::new(&[
+            public(Some("*.example.com"), "/", None),
+            public(Some("*.b.example.com"), "/", None),
+        ]);
+        assert_eq!(get(&table, "a.b.example.com", "/"), Found(1));
+        assert_eq!(get(&table, "x.a.b.example.com", "/"), Found(1));
+        assert_eq!(get(&table, "a.c.example.com", "/"), Found(0));
+        assert_eq!(get(&table, "b.example.com", "/"), Found(0));
+        assert_eq!(get(&table, "example.com", "/"), NotFound);
+        assert_eq!(get(&table, ".example.com", "/"), NotFound);
+    }
+
+    #[test]
+    fn the_host_class_is_chosen_before_the_path() {
+        let table = RouteTable::new(&[
+            public(None, "/", None),
+            public(Some("*.example.com"), "/wild", None),
+            public(Some("api.example.com"), "/users", None),
+        ]);
+        assert_eq!(get(&table, "api.example.com", "/users/1"), Found(2));
+        // no fallback to the wildcard or any-host routes once the exact host is chosen
+        assert_eq!(get(&table, "api.example.com", "/wild"), NotFound);
+        assert_eq!(get(&table, "api.example.com", "/other"), NotFound);
+        assert_eq!(get(&table, "www.example.com", "/other"), NotFound);
+        assert_eq!(get(&table, "other.org", "/users/1"), Found(0));
+    }
+
+    #[test]
+    fn longest_prefix_wins_segment_aware() {
+        let table = RouteTable::new(&[
+            public(None, "/", None),
+            public(None, "/users/admin", None),
+            public(None, "/users", None),
+        ]);
+        assert_eq!(get(&table, "", "/users"), Found(2));
+        assert_eq!(get(&table, "", "/users/"), Found(2));
+        assert_eq!(get(&table, "", "/users/1"), Found(2));
+        assert_eq!(get(&table, "", "/users/admin"), Found(1));
+        assert_eq!(get(&table, "", "/users/admin/"), Found(1));
+        assert_eq!(get(&table, "", "/users/admin/x"), Found(1));
+        assert_eq!(get(&table, "", "/users/adminx"), Found(2));
+        assert_eq!(get(&table, "", "/usersx"), Found(0));
+        assert_eq!(get(&table, "", "/"), Found(0));
+        assert_eq!(get(&table, "", "/anything/else"), Found(0));
+    }
+
+    #[test]
+    fn prefix_without_catch_all() {
+        let table = RouteTable::new(&[public(None, "/users", None)]);
+        assert_eq!(get(&table, "", "/users"), Found(0));
+        assert_eq!(get(&table, "", "/usersx"), NotFound);
+        assert_eq!(get(&table, "", "/user"), NotFound);
+        assert_eq!(get(&table, "", "/"), NotFound);
+        // matching is case-sensitive
+        assert_eq!(get(&table, "", "/Users"), NotFound);
+    }
+
+    #[test]
+    fn prefix_with_trailing_slash() {
+        let table = RouteTable::new(&[public(None, "/api/", None)]);
+        assert_eq!(get(&table, "", "/api/"), Found(0));
+        assert_eq!(get(&table, "", "/api/x"), Found(0));
+        assert_eq!(get(&table, "", "/api"), NotFound);
+        assert_eq!(get(&table, "", "/apix"), NotFound);
+
+        let both = RouteTable::new(&[public(None, "/api", None), public(None, "/api/", None)]);
+        assert_eq!(get(&both, "", "/api"), Found(0));
+        assert_eq!(get(&both, "", "/api/"), Found(1));
+        assert_eq!(get(&both, "", "/api/x"), Found(1));
+    }
+
+    #[test]
+    fn first_route_in_config_order_among_same_prefix() {
+        let table = RouteTable::new(&[
+            public(None, "/x", Some(&["GET"])),
+            public(None, "/x", Some(&["GET", "POST"])),
+            public(None, "/x", None),
+        ]);
+        assert_eq!(table.lookup("", "/x", "GET", false), Found(0));
+        assert_eq!(table.lookup("", "/x", "POST", false), Found(1));
+        assert_eq!(table.lookup("", "/x", "DELETE", false), Found(2));
+        assert_eq!(table.lookup("", "/x", "get", false), Found(2));
+    }
+
+    #[test]
+    fn method_not_allowed_lists_the_union_in_standard_order() {
+        let table = RouteTable::new(&[
+            public(None, "/x", Some(&["PATCH", "PURGE", "POST"])),
+            public(None, "/x", Some(&["GET", "BREW", "POST", "PURGE"])),
+            public(None, "/x", Some(&["OPTIONS", "HEAD"])),
+        ]);
+        assert_eq!(table.lookup("", "/x", "PATCH", false), Found(0));
+        assert_eq!(table.lookup("", "/x", "BREW", false), Found(1));
+        let allow = "GET, HEAD, POST, OPTIONS, PATCH, PURGE, BREW";
+        assert_eq!(
+            table.lookup("", "/x", "DELETE", false),
+            MethodNotAllowed { allow }
+        );
+        // methods are case-sensitive tokens, and GET does not imply HEAD
+        assert_eq!(
+            table.lookup("", "/x", "get", false),
+            MethodNotAllowed { allow }
+        );
+        let get_only = RouteTable::new(&[public(None, "/x", Some(&["GET"]))]);
+        assert_eq!(
+            get_only.lookup("", "/x", "HEAD", false),
+            MethodNotAllowed { allow: "GET" }
+        );
+    }
+
+    #[test]
+    fn method_mismatch_does_not_fall_back_to_a_shorter_prefix() {
+        let table = RouteTable::new(&[public(None, "/", None), public(None, "/x", Some(&["GET"]))]);
+        assert_eq!(
+            table.lookup("", "/x/1", "POST", false),
+            MethodNotAllowed { allow: "GET" }
+        );
+        assert_eq!(table.lookup("", "/y", "POST", false), Found(0));
+    }
+
+    #[test]
+    fn empty_methods_list_allows_nothing() {
+        let table = RouteTable::new(&[public(None, "/x", Some(&[]))]);
+        assert_eq!(
+            table.lookup("", "/x", "GET", false),
+            MethodNotAllowed { allow: "" }
+        );
+    }
+
+    #[test]
+    fn internal_routes_are_hidden_on_public_listeners() {
+        let table = RouteTable::new(&[
+            public(None, "/", None),
+            internal(None, "/admin", Some(&["GET"])),
+        ]);
+        for method in ["GET", "POST", "DELETE", "get", "BREW"] {
+            for path in ["/admin", "/admin/", "/admin/users"] {
+                // exactly no route: neither 405 nor the public catch-all
+                assert_eq!(
+                    table.lookup("", path, method, false),
+                    NotFound,
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(table.lookup("", "/admin/users", "GET", true), Found(1));
+        assert_eq!(
+            table.lookup("", "/admin", "POST", true),
+            MethodNotAllowed { allow: "GET" }
+        );
+        assert_eq!(table.lookup("", "/adminx", "GET", false), Found(0));
+        assert_eq!(table.lookup("", "/public", "GET", true), Found(0));
+    }
+
+    #[test]
+    fn internal_host_routes_are_hidden_too() {
+        let table = RouteTable::new(&[
+            public(None, "/", None),
+            internal(Some("internal.svc"), "/", None),
+        ]);
+        assert_eq!(table.lookup("internal.svc", "/x", "GET", false), NotFound);
+        assert_eq!(table.lookup("internal.svc", "/x", "GET", true), Found(1));
+        assert_eq!(table.lookup("other", "/x", "GET", false), Found(0));
+    }
+
+    #[test]
+    fn mixed_public_and_internal_at_the_same_prefix() {
+        let table = RouteTable::new(&[
+            internal(None, "/x", Some(&["GET", "DELETE"])),
+            public(None, "/x", Some(&["GET", "POST"])),
+        ]);
+        // public listener: the internal route does not exist, its methods do not leak
+        assert_eq!(table.lookup("", "/x", "GET", false), Found(1));
+        assert_eq!(table.lookup("", "/x", "POST", false), Found(1));
+        assert_eq!(
+            table.lookup("", "/x", "DELETE", false),
+            MethodNotAllowed { allow: "GET, POST" }
+        );
+        // internal listener: both visible, config order decides
+        assert_eq!(table.lookup("", "/x", "GET", true), Found(0));
+        assert_eq!(table.lookup("", "/x", "DELETE", true), Found(0));
+        assert_eq!(table.lookup("", "/x", "POST", true), Found(1));
+        assert_eq!(
+            table.lookup("", "/x", "PUT", true),
+            MethodNotAllowed {
+                allow: "GET, POST, DELETE"
+            }
+        );
+    }
+
+    #[test]
+    fn empty_host() {
+        let host_only = RouteTable::new(&[
+            public(Some("api.example.com"), "/", None),
+            public(Some("*.example.com"), "/", None),
+        ]);
+        assert_eq!(get(&host_only, "", "/"), NotFound);
+        let with_default = RouteTable::new(&[
+            public(Some("api.example.com"), "/", None),
+            public(None, "/", None),
+        ]);
+        assert_eq!(get(&with_default, "", "/"), Found(1));
+    }
+
+    #[test]
+    fn empty_table() {
+        let table = RouteTable::new(&[]);
+        assert_eq!(table.lookup("", "/", "GET", false), NotFound);
+        assert_eq!(table.lookup("a.b", "/x", "GET", true), NotFound);
+    }
+
+    #[test]
+    fn allow_strings_are_borrowed_from_the_table() {
+        let table = RouteTable::new(&[public(None, "/x", Some(&["POST"]))]);
+        let first = table.lookup("", "/x", "GET", false);
+        let second = table.lookup("", "/x", "PUT", false);
+        match (first, second) {
+            (MethodNotAllowed { allow: a }, MethodNotAllowed { allow: b }) => {
+                assert_eq!(a.as_ptr(), b.as_ptr());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
