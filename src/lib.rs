@@ -3,4 +3,15 @@
 //! The binary (`src/main.rs`) is a thin CLI; everything it runs lives here so that benches and unit
 //! tests can reach it without a server.
 
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod forwarding;
+pub mod hygiene;
 pub mod metrics;
+pub mod proxy;
+pub mod respond;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -30,32 +30,112 @@ macro_rules! metric {
     };
 }
 
-metric!(REQUESTS, IntCounterVec, register_int_counter_vec, "portcullis_requests_total",
-    "Requests answered, by route, method and status.", ["route", "method", "status"]);
-metric!(REQUEST_DURATION, HistogramVec, register_histogram_vec, "portcullis_request_duration_seconds",
-    "Time from request head to the end of the response, by route.", ["route"], LATENCY_BUCKETS);
-metric!(AUTH_DECISIONS, IntCounterVec, register_int_counter_vec, "portcullis_auth_decisions_total",
-    "Authentication and authorization outcomes, by route and result.", ["route", "result"]);
-metric!(TOKEN_CACHE, IntCounterVec, register_int_counter_vec, "portcullis_token_cache_requests_total",
-    "Verified-token cache lookups, by result (hit, miss).", ["result"]);
-metric!(UPSTREAM_REQUESTS, IntCounterVec, register_int_counter_vec, "portcullis_upstream_requests_total",
-    "Requests sent to upstream peers, by upstream, peer and status.", ["upstream", "peer", "status"]);
-metric!(UPSTREAM_DURATION, HistogramVec, register_histogram_vec, "portcullis_upstream_duration_seconds",
-    "Time from choosing a peer to the end of its response, by upstream.", ["upstream"], LATENCY_BUCKETS);
-metric!(PEER_HEALTHY, IntGaugeVec, register_int_gauge_vec, "portcullis_upstream_peer_healthy",
-    "1 when the peer passes its health check and takes traffic, else 0.", ["upstream", "peer"]);
-metric!(JWKS_REFRESH, IntCounterVec, register_int_counter_vec, "portcullis_jwks_refresh_total",
-    "JWKS fetches, by provider and result (ok, error, not_modified).", ["provider", "result"]);
-metric!(JWKS_KEYS, IntGaugeVec, register_int_gauge_vec, "portcullis_jwks_keys",
-    "Usable verification keys currently held, by provider.", ["provider"]);
-metric!(JWKS_LAST_SUCCESS, GaugeVec, register_gauge_vec, "portcullis_jwks_last_success_timestamp_seconds",
-    "Unix time of the last successful JWKS fetch, by provider.", ["provider"]);
-metric!(REVOCATIONS, IntGaugeVec, register_int_gauge_vec, "portcullis_revocations",
-    "Revocation entries in force, by kind (jti, subject).", ["kind"]);
-metric!(CONFIG_RELOADS, IntCounterVec, register_int_counter_vec, "portcullis_config_reloads_total",
-    "Config reload attempts, by result (ok, error).", ["result"]);
-metric!(RATE_LIMITED, IntCounterVec, register_int_counter_vec, "portcullis_rate_limited_total",
-    "Requests refused with 429 by a route's rate limit.", ["route"]);
+metric!(
+    REQUESTS,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_requests_total",
+    "Requests answered, by route, method and status.",
+    ["route", "method", "status"]
+);
+metric!(
+    REQUEST_DURATION,
+    HistogramVec,
+    register_histogram_vec,
+    "portcullis_request_duration_seconds",
+    "Time from request head to the end of the response, by route.",
+    ["route"],
+    LATENCY_BUCKETS
+);
+metric!(
+    AUTH_DECISIONS,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_auth_decisions_total",
+    "Authentication and authorization outcomes, by route and result.",
+    ["route", "result"]
+);
+metric!(
+    TOKEN_CACHE,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_token_cache_requests_total",
+    "Verified-token cache lookups, by result (hit, miss).",
+    ["result"]
+);
+metric!(
+    UPSTREAM_REQUESTS,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_upstream_requests_total",
+    "Requests sent to upstream peers, by upstream, peer and status.",
+    ["upstream", "peer", "status"]
+);
+metric!(
+    UPSTREAM_DURATION,
+    HistogramVec,
+    register_histogram_vec,
+    "portcullis_upstream_duration_seconds",
+    "Time from choosing a peer to the end of its response, by upstream.",
+    ["upstream"],
+    LATENCY_BUCKETS
+);
+metric!(
+    PEER_HEALTHY,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_upstream_peer_healthy",
+    "1 when the peer passes its health check and takes traffic, else 0.",
+    ["upstream", "peer"]
+);
+metric!(
+    JWKS_REFRESH,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_jwks_refresh_total",
+    "JWKS fetches, by provider and result (ok, error, not_modified).",
+    ["provider", "result"]
+);
+metric!(
+    JWKS_KEYS,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_jwks_keys",
+    "Usable verification keys currently held, by provider.",
+    ["provider"]
+);
+metric!(
+    JWKS_LAST_SUCCESS,
+    GaugeVec,
+    register_gauge_vec,
+    "portcullis_jwks_last_success_timestamp_seconds",
+    "Unix time of the last successful JWKS fetch, by provider.",
+    ["provider"]
+);
+metric!(
+    REVOCATIONS,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_revocations",
+    "Revocation entries in force, by kind (jti, subject).",
+    ["kind"]
+);
+metric!(
+    CONFIG_RELOADS,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_config_reloads_total",
+    "Config reload attempts, by result (ok, error).",
+    ["result"]
+);
+metric!(
+    RATE_LIMITED,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_rate_limited_total",
+    "Requests refused with 429 by a route's rate limit.",
+    ["route"]
+);
 
 /// Renders every registered series in the Prometheus text format.
 pub fn render() -> Vec<u8> {

@@ -1,0 +1,677 @@
+//! The Pingora `ProxyHttp` implementation: a thin sequence of calls into hygiene, routing,
+//! forwarding and upstream selection, in the order of SPEC §3. Decisions live in those modules;
+//! this file only moves data between them and Pingora.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::access_log::{self, AccessLog};
+use crate::config::validate::STANDARD_METHODS;
+use crate::forwarding::{self, ForwardedFor};
+use crate::hygiene::{self, RequestTarget};
+use crate::metrics;
+use crate::respond::{self, CommonHeaders, LocalResponse};
+use crate::routing::RouteMatch;
+use crate::runtime::Snapshot;
+use crate::upstream::{HashKey, HealthRegistry, Tried};
+
+/// Which listener a proxy service serves; decides redirects, HSTS and internal-route visibility.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Http,
+    Https,
+    Internal,
+}
+
+/// State shared by every proxy service and the admin API; replaced piecewise on reload.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub health: HealthRegistry,
+    pub access_log: Option<AccessLog>,
+}
+
+pub struct Gateway {
+    pub listener: ListenerKind,
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state. The snapshot is pinned at the start so a reload mid-request cannot mix
+/// two configs within one request.
+pub struct Ctx {
+    start: Instant,
+    snap: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    path: String,
+    /// Path and query to send upstream when they differ from what the client sent.
+    upstream_target: Option<String>,
+    client_ip: IpAddr,
+    peer_trusted: bool,
+    host: Option<String>,
+    request_id: String,
+    peer: Option<usize>,
+    tried: Tried,
+    connect_failures: u32,
+    upstream_status: Option<u16>,
+    upstream_start: Option<Instant>,
+    body_bytes: u64,
+}
+
+/// What the request filter decided.
+enum Verdict {
+    Proxy,
+    Respond(LocalResponse),
+}
+
+impl Gateway {
+    fn hsts<'a>(&self, snap: &'a Snapshot) -> Option<&'a HeaderValue> {
+        (self.listener == ListenerKind::Https)
+            .then_some(snap.hsts.as_ref())
+            .flatten()
+    }
+
+    /// SPEC §3 steps 1–3 (and the limits): everything decided from the request head alone.
+    fn inspect(&self, session: &Session, ctx: &mut Ctx, snap: &Snapshot) -> Verdict {
+        let req = session.req_header();
+        let method = req.method.as_str();
+        if req.method == http::Method::CONNECT {
+            return Verdict::Respond(LocalResponse::bad_request("CONNECT is not supported"));
+        }
+        if !STANDARD_METHODS.contains(&method) {
+            return Verdict::Respond(LocalResponse::bad_request("unsupported method"));
+        }
+        if head_size(req) > snap.limits.max_header_bytes {
+            return Verdict::Respond(LocalResponse::for_status(431));
+        }
+        let (path, query) = match hygiene::canonicalize_target(req.raw_path()) {
+            Ok(RequestTarget::Origin { path, query }) => (path, query),
+            Ok(RequestTarget::Asterisk) if req.method == http::Method::OPTIONS => {
+                let mut r = LocalResponse::error(200, "ok", "");
+                r.body = Bytes::new();
+                r.headers.clear();
+                return Verdict::Respond(r.with_header(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+                ));
+            }
+            Ok(RequestTarget::Asterisk) => {
+                return Verdict::Respond(LocalResponse::bad_request("asterisk-form target"))
+            }
+            Err(e) => return Verdict::Respond(LocalResponse::bad_request(e.description())),
+        };
+        ctx.path = path.to_string();
+        let host = match request_host(req) {
+            Ok(h) => h,
+            Err(msg) => return Verdict::Respond(LocalResponse::bad_request(msg)),
+        };
+        if let Some(len) = content_length(req) {
+            if len > snap.limits.max_body_bytes {
+                return Verdict::Respond(LocalResponse::for_status(413));
+            }
+        }
+
+        if self.listener == ListenerKind::Http
+            && snap.redirect.enabled
+            && !snap
+                .redirect
+                .exempt_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        {
+            let hostname = host.as_deref().map(strip_port).unwrap_or_default();
+            if hostname.is_empty() {
+                return Verdict::Respond(LocalResponse::bad_request("missing Host"));
+            }
+            let mut location = format!("https://{hostname}{}{path}", snap.redirect.port_suffix);
+            if let Some(q) = query {
+                location.push('?');
+                location.push_str(q);
+            }
+            return match HeaderValue::from_str(&location) {
+                Ok(v) => Verdict::Respond(LocalResponse::redirect(snap.redirect.status, v)),
+                Err(_) => Verdict::Respond(LocalResponse::bad_request("invalid Host")),
+            };
+        }
+
+        let lookup_host = host
+            .as_deref()
+            .map(strip_port)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let internal = self.listener == ListenerKind::Internal;
+        let idx = match snap.table.lookup(&lookup_host, &path, method, internal) {
+            RouteMatch::Found(i) => i,
+            RouteMatch::NotFound => return Verdict::Respond(LocalResponse::not_found()),
+            RouteMatch::MethodNotAllowed { allow } => {
+                let r = LocalResponse::error(
+                    405,
+                    "method_not_allowed",
+                    "method not allowed on this route",
+                );
+                return Verdict::Respond(match HeaderValue::from_str(allow) {
+                    Ok(v) => r.with_header(header::ALLOW, v),
+                    Err(_) => r,
+                });
+            }
+        };
+        let Some(route) = snap.routes.get(idx) else {
+            return Verdict::Respond(LocalResponse::not_found());
+        };
+        if !route.allow_cidrs.is_empty()
+            && !forwarding::is_trusted(ctx.client_ip, &route.allow_cidrs)
+        {
+            // Exactly the no-route answer: an allowlisted route must not reveal that it exists.
+            return Verdict::Respond(LocalResponse::not_found());
+        }
+        ctx.route = Some(idx);
+        ctx.host = host;
+
+        let forwarded_path = if route.strip_prefix {
+            strip_route_prefix(&path, &route.prefix)
+        } else {
+            &path
+        };
+        let mut target =
+            String::with_capacity(forwarded_path.len() + query.map_or(0, |q| q.len() + 1));
+        target.push_str(forwarded_path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        if target.as_bytes() != req.raw_path() {
+            ctx.upstream_target = Some(target);
+        }
+        Verdict::Proxy
+    }
+
+    fn route_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
+        match (&ctx.snap, ctx.route) {
+            (Some(s), Some(i)) => s.routes.get(i).map_or("", |r| r.name.as_str()),
+            _ => "",
+        }
+    }
+}
+
+/// Request line plus header lines, as `limits.max_header_bytes` counts them.
+fn head_size(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    req.headers
+        .iter()
+        .fold(line, |acc, (k, v)| acc + k.as_str().len() + v.len() + 4)
+        + 2
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The request's authority: the single Host header, or `:authority` on HTTP/2. Two Host headers,
+/// a Host that disagrees with the authority, or a syntactically bad value are refused.
+fn request_host(req: &RequestHeader) -> Result<Option<String>, &'static str> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let authority = req.uri.authority().map(|a| a.as_str());
+    let host = match (header_host, authority) {
+        (Some(h), Some(a)) => {
+            let h = h.to_str().map_err(|_| "invalid Host")?;
+            if !h.eq_ignore_ascii_case(a) {
+                return Err("Host does not match the request authority");
+            }
+            h
+        }
+        (Some(h), None) => h.to_str().map_err(|_| "invalid Host")?,
+        (None, Some(a)) => a,
+        (None, None) => {
+            return if req.version == http::Version::HTTP_11 {
+                Err("missing Host")
+            } else {
+                Ok(None)
+            }
+        }
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+    if !valid {
+        return Err("invalid Host");
+    }
+    Ok(Some(host.to_string()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn strip_route_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    let rest = path
+        .strip_prefix(prefix.trim_end_matches('/'))
+        .unwrap_or(path);
+    if rest.is_empty() {
+        "/"
+    } else {
+        rest
+    }
+}
+
+fn client_addr(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snap: None,
+            route: None,
+            path: String::new(),
+            upstream_target: None,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_trusted: false,
+            host: None,
+            request_id: String::new(),
+            peer: None,
+            tried: Tried::default(),
+            connect_failures: 0,
+            upstream_status: None,
+            upstream_start: None,
+            body_bytes: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let snap = self.shared.snapshot.load_full();
+        ctx.request_id = match session.req_header().headers.get("x-request-id") {
+            Some(v) if forwarding::valid_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => forwarding::new_request_id(),
+        };
+        let peer = client_addr(session);
+        ctx.peer_trusted = forwarding::is_trusted(peer, &snap.trusted_proxies);
+        ctx.client_ip = forwarding::client_ip(
+            peer,
+            session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter(),
+            &snap.trusted_proxies,
+        );
+        session.set_keepalive(Some(snap.limits.keepalive_timeout.whole_secs_ceil()));
+        let verdict = self.inspect(session, ctx, &snap);
+        ctx.snap = Some(Arc::clone(&snap));
+        match verdict {
+            Verdict::Proxy => Ok(false),
+            Verdict::Respond(resp) => {
+                let common = CommonHeaders {
+                    request_id: Some(&ctx.request_id),
+                    hsts: self.hsts(&snap),
+                };
+                respond::write_local(session, resp, &common).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let (Some(chunk), Some(snap)) = (body.as_ref(), &ctx.snap) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > snap.limits.max_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let (Some(snap), Some(route_idx)) = (&ctx.snap, ctx.route) else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        let Some(route) = snap.routes.get(route_idx) else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        let up = &route.upstream;
+        let mut ip_buf = [0u8; 16];
+        let key: &[u8] = match &up.hash_key {
+            HashKey::ClientIp => match ctx.client_ip {
+                IpAddr::V4(v4) => {
+                    ip_buf[..4].copy_from_slice(&v4.octets());
+                    &ip_buf[..4]
+                }
+                IpAddr::V6(v6) => {
+                    ip_buf = v6.octets();
+                    &ip_buf
+                }
+            },
+            HashKey::Header(h) => session
+                .req_header()
+                .headers
+                .get(h)
+                .map_or(&[][..], |v| v.as_bytes()),
+            HashKey::Claim(_) => &[],
+        };
+        match up.select(key, &ctx.tried) {
+            Some(i) => {
+                ctx.tried.insert(i);
+                ctx.peer = Some(i);
+                ctx.upstream_start = Some(Instant::now());
+                up.http_peer(i)
+                    .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "peer vanished"))
+            }
+            // Nothing healthy at all is a 503; running out of peers after connect failures is a 502.
+            None if ctx.connect_failures == 0 => {
+                Error::e_explain(ErrorType::HTTPStatus(503), "no healthy peer")
+            }
+            None => Error::e_explain(ErrorType::HTTPStatus(502), "every peer failed to connect"),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failures += 1;
+        if let (Some(snap), Some(ri), Some(pi)) = (&ctx.snap, ctx.route, ctx.peer) {
+            if let Some(route) = snap.routes.get(ri) {
+                let up = &route.upstream;
+                if let Some(p) = up.peers.get(pi) {
+                    metrics::UPSTREAM_REQUESTS
+                        .with_label_values(&[up.name.as_str(), p.addr.as_str(), "502"])
+                        .inc();
+                }
+                // Nothing was sent yet, so moving to another peer can never replay a body.
+                if ctx.connect_failures <= up.retries {
+                    e.set_retry(true);
+                }
+            }
+        }
+        ctx.peer = None;
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // Pingora may retry a request that failed on a stale pooled connection; only allow that
+        // when there is no request body, so a body is never sent twice.
+        e.retry
+            .decide_reuse(client_reused && session.is_body_empty());
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let Some(snap) = &ctx.snap else { return Ok(()) };
+        if let Some(target) = &ctx.upstream_target {
+            let uri = http::Uri::try_from(target.as_str())
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewriting the path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        let proto = if self.listener == ListenerKind::Https {
+            "https"
+        } else {
+            "http"
+        };
+        let fwd = ForwardedFor {
+            peer: client_addr(session),
+            peer_trusted: ctx.peer_trusted,
+            proto,
+            host: ctx.host.as_deref(),
+            request_id: &ctx.request_id,
+        };
+        let strip_auth = false;
+        forwarding::sanitize_upstream_request(
+            upstream_request,
+            &snap.identity_names,
+            strip_auth,
+            &fwd,
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let Some(snap) = &ctx.snap else { return Ok(()) };
+        let common = CommonHeaders {
+            request_id: Some(&ctx.request_id),
+            hsts: self.hsts(snap),
+        };
+        common.apply(upstream_response)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let hsts = ctx.snap.as_ref().and_then(|s| self.hsts(s));
+            let common = CommonHeaders {
+                request_id: (!ctx.request_id.is_empty()).then_some(ctx.request_id.as_str()),
+                hsts,
+            };
+            session.set_keepalive(None);
+            if let Err(err) =
+                respond::write_local(session, LocalResponse::for_status(code), &common).await
+            {
+                log::debug!("could not send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // Statuses we chose ourselves are expected outcomes, not errors worth a log line.
+        matches!(e.etype(), ErrorType::HTTPStatus(_))
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| match e.map(|e| e.etype()) {
+                Some(ErrorType::HTTPStatus(c)) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let route = self.route_name(ctx);
+        let method = session.req_header().method.as_str();
+        let mut status_buf = itoa_buf(status);
+        let status_str = status_buf.as_str();
+        metrics::REQUESTS
+            .with_label_values(&[route, method, status_str])
+            .inc();
+        let elapsed = ctx.start.elapsed();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+
+        let mut upstream_name = None;
+        let mut peer_addr = None;
+        if let (Some(snap), Some(ri), Some(pi)) = (&ctx.snap, ctx.route, ctx.peer) {
+            if let Some(route) = snap.routes.get(ri) {
+                let up = &route.upstream;
+                if let Some(p) = up.peers.get(pi) {
+                    upstream_name = Some(up.name.as_str());
+                    peer_addr = Some(p.addr.as_str());
+                    let ustatus = ctx.upstream_status.unwrap_or(status);
+                    status_buf = itoa_buf(ustatus);
+                    metrics::UPSTREAM_REQUESTS
+                        .with_label_values(&[
+                            up.name.as_str(),
+                            p.addr.as_str(),
+                            status_buf.as_str(),
+                        ])
+                        .inc();
+                    if let Some(t) = ctx.upstream_start {
+                        metrics::UPSTREAM_DURATION
+                            .with_label_values(&[up.name.as_str()])
+                            .observe(t.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        }
+
+        if let Some(log) = &self.shared.access_log {
+            log.log(&access_log::Entry {
+                time: access_log::rfc3339_now(),
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.to_string(),
+                method,
+                path: &ctx.path,
+                route,
+                status,
+                upstream: upstream_name,
+                peer: peer_addr,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                bytes_sent: session.body_bytes_sent(),
+                bytes_received: session.body_bytes_read(),
+                auth: None,
+            });
+        }
+    }
+}
+
+/// Status codes as label strings without a heap allocation per request.
+struct StatusBuf([u8; 3], usize);
+
+impl StatusBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[..self.1]).unwrap_or("0")
+    }
+}
+
+fn itoa_buf(status: u16) -> StatusBuf {
+    if (100..1000).contains(&status) {
+        let s = status;
+        StatusBuf(
+            [
+                b'0' + (s / 100) as u8,
+                b'0' + (s / 10 % 10) as u8,
+                b'0' + (s % 10) as u8,
+            ],
+            3,
+        )
+    } else {
+        StatusBuf([b'0', 0, 0], 1)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rules() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(request_host(&req), Err("missing Host"));
+        req.append_header("host", "api.example.com:8443").unwrap();
+        assert_eq!(
+            request_host(&req).unwrap().as_deref(),
+            Some("api.example.com:8443")
+        );
+        req.append_header("host", "evil.com").unwrap();
+        assert_eq!(request_host(&req), Err("more than one Host header"));
+        let mut bad = RequestHeader::build("GET", b"/", None).unwrap();
+        bad.append_header("host", "a b@c").unwrap();
+        assert_eq!(request_host(&bad), Err("invalid Host"));
+    }
+
+    #[test]
+    fn ports_and_prefixes() {
+        assert_eq!(strip_port("a.com:80"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_route_prefix("/users/1", "/users"), "/1");
+        assert_eq!(strip_route_prefix("/users", "/users"), "/");
+        assert_eq!(strip_route_prefix("/api/x", "/api/"), "/x");
+        assert_eq!(strip_route_prefix("/x", "/"), "/x");
+    }
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(itoa_buf(200).as_str(), "200");
+        assert_eq!(itoa_buf(0).as_str(), "0");
+        assert_eq!(itoa_buf(504).as_str(), "504");
+    }
+}

@@ -1,0 +1,506 @@
+//! Upstream pools: peer selection over health-checked peers.
+//!
+//! Pingora's `LoadBalancer` assumes new backends are healthy and owns its health loop; we need the
+//! opposite (a peer that never passed a check gets no traffic) and health state that survives a
+//! config reload. So we keep Pingora's selection algorithms and probes, and own the health state:
+//! one `PeerHealth` per (upstream, peer, check settings), read with an atomic load per pick.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::consistent::KetamaHashing;
+use pingora::lb::selection::{BackendIter, BackendSelection, Random, RoundRobin};
+use pingora::lb::Backend;
+use pingora::upstreams::peer::HttpPeer;
+use prometheus::IntGauge;
+
+use crate::config::{Balance, HealthCheckConf, HealthCheckKind, UpstreamConf};
+use crate::metrics;
+
+/// Health of one peer, shared between the prober and every snapshot that contains the peer.
+pub struct PeerHealth {
+    healthy: AtomicBool,
+    /// Set once the peer has passed a check; until then one success is enough to take traffic,
+    /// so a fresh gateway serves as soon as its first probe round answers.
+    ever_passed: AtomicBool,
+    successes: AtomicU32,
+    failures: AtomicU32,
+    /// Monotonic milliseconds (since `EPOCH`) at which the next probe is due.
+    next_due_ms: AtomicU64,
+    probing: AtomicBool,
+    gauge: IntGauge,
+}
+
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+impl PeerHealth {
+    fn new(upstream: &str, peer: &str, checked: bool) -> Arc<PeerHealth> {
+        let gauge = metrics::PEER_HEALTHY.with_label_values(&[upstream, peer]);
+        // Without a health check a peer is trusted until a connect fails; with one it must earn it.
+        gauge.set(i64::from(!checked));
+        Arc::new(PeerHealth {
+            healthy: AtomicBool::new(!checked),
+            ever_passed: AtomicBool::new(!checked),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            next_due_ms: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            gauge,
+        })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Applies one probe result with the configured thresholds; returns the new state if it flipped.
+    fn record(&self, ok: bool, conf: &HealthCheckConf) -> Option<bool> {
+        let was = self.is_healthy();
+        let now = if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+            let first = !self.ever_passed.swap(true, Ordering::Relaxed);
+            was || first || n >= conf.healthy_threshold
+        } else {
+            self.successes.store(0, Ordering::Relaxed);
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            was && n < conf.unhealthy_threshold
+        };
+        if now == was {
+            return None;
+        }
+        self.healthy.store(now, Ordering::Relaxed);
+        self.gauge.set(i64::from(now));
+        Some(now)
+    }
+}
+
+/// Keeps `PeerHealth` objects across reloads, keyed by everything that decides what "healthy"
+/// means, so an unchanged peer keeps its state and a changed check starts afresh.
+#[derive(Default)]
+pub struct HealthRegistry {
+    entries: Mutex<HashMap<String, Arc<PeerHealth>>>,
+}
+
+impl HealthRegistry {
+    fn get(&self, upstream: &str, u: &UpstreamConf, peer: &str) -> Arc<PeerHealth> {
+        let hc = &u.health_check;
+        let key = format!(
+            "{upstream}\n{peer}\n{:?}\n{}\n{:?}\n{}",
+            hc.kind, hc.path, hc.expect_status, u.tls.enabled
+        );
+        let checked = hc.kind != HealthCheckKind::None;
+        self.entries
+            .lock()
+            .entry(key)
+            .or_insert_with(|| PeerHealth::new(upstream, peer, checked))
+            .clone()
+    }
+
+    /// Forgets peers no snapshot uses any more (called after a reload is published).
+    pub fn retain_used(&self, in_use: &[Arc<Upstream>]) {
+        let mut entries = self.entries.lock();
+        entries.retain(|_, h| {
+            let used = in_use
+                .iter()
+                .any(|u| u.peers.iter().any(|p| Arc::ptr_eq(&p.health, h)));
+            if !used {
+                h.gauge.set(0);
+            }
+            used
+        });
+    }
+}
+
+pub struct Peer {
+    /// The configured `addr` string: the metric label and the access-log value.
+    pub addr: String,
+    pub health: Arc<PeerHealth>,
+    /// Prebuilt with timeouts and TLS settings; cloned per request.
+    template: HttpPeer,
+    backend: Backend,
+}
+
+enum Selector {
+    RoundRobin(Arc<RoundRobin>),
+    Random(Arc<Random>),
+    Consistent(Arc<KetamaHashing>),
+}
+
+/// What `hash_key` names for consistent balancing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Claim(String),
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub peers: Vec<Peer>,
+    selector: Selector,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    pub retries: u32,
+    health_conf: HealthCheckConf,
+    probe: Option<Arc<dyn HealthCheck + Send + Sync>>,
+}
+
+/// Peer indexes already tried by one request (retries go to a different peer).
+#[derive(Default, Clone, Debug)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn insert(&mut self, idx: usize) {
+        if idx < 64 {
+            self.0 |= 1 << idx;
+        }
+    }
+    pub fn contains(&self, idx: usize) -> bool {
+        idx < 64 && self.0 & (1 << idx) != 0
+    }
+}
+
+#[derive(Clone, Copy)]
+struct PeerIndex(usize);
+
+impl Upstream {
+    pub fn build(
+        name: &str,
+        conf: &UpstreamConf,
+        registry: &HealthRegistry,
+    ) -> Result<Upstream, String> {
+        let mut peers = Vec::with_capacity(conf.peers.len());
+        let mut backends = BTreeSet::new();
+        for (i, p) in conf.peers.iter().enumerate() {
+            let addr: SocketAddr = p
+                .addr
+                .parse()
+                .map_err(|_| format!("upstreams.{name}.peers[{i}].addr: invalid address"))?;
+            let mut backend = Backend::new_with_weight(&p.addr, p.weight as usize)
+                .map_err(|e| format!("upstreams.{name}.peers[{i}].addr: {e}"))?;
+            backend.ext.insert(PeerIndex(i));
+            let sni = conf.tls.sni.clone().unwrap_or_default();
+            let mut template = HttpPeer::new(addr, conf.tls.enabled, sni);
+            let o = &mut template.options;
+            o.connection_timeout = Some(conf.timeouts.connect.get());
+            o.total_connection_timeout = Some(conf.timeouts.connect.get());
+            o.read_timeout = Some(conf.timeouts.read.get());
+            o.write_timeout = Some(conf.timeouts.write.get());
+            o.idle_timeout = Some(conf.timeouts.idle.get());
+            o.verify_cert = conf.tls.verify;
+            o.verify_hostname = conf.tls.verify;
+            peers.push(Peer {
+                addr: p.addr.clone(),
+                health: registry.get(name, conf, &p.addr),
+                template,
+                backend: backend.clone(),
+            });
+            backends.insert(backend);
+        }
+        let selector = match conf.balance {
+            Balance::RoundRobin => Selector::RoundRobin(Arc::new(RoundRobin::build(&backends))),
+            Balance::Random => Selector::Random(Arc::new(Random::build(&backends))),
+            Balance::Consistent => Selector::Consistent(Arc::new(KetamaHashing::build(&backends))),
+        };
+        let hash_key = parse_hash_key(&conf.hash_key)
+            .ok_or_else(|| format!("upstreams.{name}.hash_key: invalid"))?;
+        Ok(Upstream {
+            name: name.to_string(),
+            peers,
+            selector,
+            balance: conf.balance,
+            hash_key,
+            retries: conf.retries,
+            probe: build_probe(conf),
+            health_conf: conf.health_check.clone(),
+        })
+    }
+
+    /// Picks a healthy peer not yet tried by this request. `key` matters only for consistent
+    /// balancing. Never allocates; `None` means no healthy peer is left.
+    pub fn select(&self, key: &[u8], tried: &Tried) -> Option<usize> {
+        let usable = |b: &Backend| -> Option<usize> {
+            let PeerIndex(i) = *b.ext.get::<PeerIndex>()?;
+            let peer = self.peers.get(i)?;
+            (peer.health.is_healthy() && !tried.contains(i)).then_some(i)
+        };
+        // The algorithms' iterators may revisit peers, so bound the walk, then fall back to a
+        // scan: a healthy untried peer must be found if one exists.
+        let budget = self.peers.len() * 4 + 8;
+        let found = match &self.selector {
+            Selector::RoundRobin(s) => first_usable(s.iter(key), budget, usable),
+            Selector::Random(s) => first_usable(s.iter(key), budget, usable),
+            Selector::Consistent(s) => first_usable(s.iter(key), budget, usable),
+        };
+        found.or_else(|| {
+            (0..self.peers.len()).find(|&i| self.peers[i].health.is_healthy() && !tried.contains(i))
+        })
+    }
+
+    pub fn http_peer(&self, idx: usize) -> Option<Box<HttpPeer>> {
+        self.peers.get(idx).map(|p| Box::new(p.template.clone()))
+    }
+
+    /// Runs due probes; called by the health loop every tick. Probes run concurrently and each is
+    /// bounded by the configured timeout.
+    fn spawn_due_probes(self: &Arc<Self>) {
+        let Some(probe) = &self.probe else { return };
+        let now = now_ms();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let h = &peer.health;
+            if h.next_due_ms.load(Ordering::Relaxed) > now || h.probing.swap(true, Ordering::AcqRel)
+            {
+                continue;
+            }
+            let up = Arc::clone(self);
+            let probe = Arc::clone(probe);
+            tokio::spawn(async move {
+                let Some(peer) = up.peers.get(i) else { return };
+                let conf = &up.health_conf;
+                let ok = matches!(
+                    tokio::time::timeout(conf.timeout.get(), probe.check(&peer.backend)).await,
+                    Ok(Ok(()))
+                );
+                if let Some(now_healthy) = peer.health.record(ok, conf) {
+                    if now_healthy {
+                        log::info!("upstream {} peer {} is healthy", up.name, peer.addr);
+                    } else {
+                        log::warn!("upstream {} peer {} is unhealthy", up.name, peer.addr);
+                    }
+                }
+                let interval = conf.interval.get().as_millis() as u64;
+                peer.health
+                    .next_due_ms
+                    .store(now_ms() + interval, Ordering::Relaxed);
+                peer.health.probing.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+fn first_usable<I: BackendIter>(
+    mut it: I,
+    budget: usize,
+    usable: impl Fn(&Backend) -> Option<usize>,
+) -> Option<usize> {
+    for _ in 0..budget {
+        let b = it.next()?;
+        if let Some(i) = usable(b) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn parse_hash_key(k: &str) -> Option<HashKey> {
+    if k == "client_ip" {
+        return Some(HashKey::ClientIp);
+    }
+    if let Some(h) = k.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(h.as_bytes())
+            .ok()
+            .map(HashKey::Header);
+    }
+    k.strip_prefix("claim:")
+        .map(|c| HashKey::Claim(c.to_string()))
+}
+
+fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>> {
+    let hc = &conf.health_check;
+    let timeout = hc.timeout.get();
+    let sni = conf.tls.sni.clone().unwrap_or_default();
+    match hc.kind {
+        HealthCheckKind::None => None,
+        HealthCheckKind::Tcp => {
+            let mut probe = if conf.tls.enabled {
+                TcpHealthCheck::new_tls(&sni)
+            } else {
+                TcpHealthCheck::new()
+            };
+            probe.peer_template.options.connection_timeout = Some(timeout);
+            probe.peer_template.options.total_connection_timeout = Some(timeout);
+            probe.peer_template.options.verify_cert = conf.tls.verify;
+            probe.peer_template.options.verify_hostname = conf.tls.verify;
+            Some(Arc::new(*probe))
+        }
+        HealthCheckKind::Http => {
+            // Host: the TLS name when there is one, else the first peer's address; both were
+            // validated as header values, so the constructor's internal unwrap cannot fire.
+            let host = conf
+                .tls
+                .sni
+                .clone()
+                .or_else(|| conf.peers.first().map(|p| p.addr.clone()))
+                .unwrap_or_else(|| "localhost".into());
+            let mut probe = HttpHealthCheck::new(&host, conf.tls.enabled);
+            probe.peer_template.sni = sni;
+            let o = &mut probe.peer_template.options;
+            o.connection_timeout = Some(timeout);
+            o.total_connection_timeout = Some(timeout);
+            o.read_timeout = Some(timeout);
+            o.write_timeout = Some(timeout);
+            o.verify_cert = conf.tls.verify;
+            o.verify_hostname = conf.tls.verify;
+            let mut req =
+                pingora::http::RequestHeader::build("GET", hc.path.as_bytes(), None).ok()?;
+            req.insert_header(http::header::HOST, host.as_str()).ok()?;
+            req.insert_header(http::header::USER_AGENT, "portcullis-health-check")
+                .ok()?;
+            probe.req = req;
+            let expect = hc.expect_status.clone();
+            probe.validator = Some(Box::new(move |resp| {
+                let status = resp.status.as_u16();
+                if expect.contains(&status) {
+                    Ok(())
+                } else {
+                    pingora::Error::e_explain(
+                        pingora::ErrorType::CustomCode("unexpected health-check status", status),
+                        "health check",
+                    )
+                }
+            }));
+            Some(Arc::new(probe))
+        }
+    }
+}
+
+/// Drives every upstream's probes. It reads the current set of upstreams on each tick, so a
+/// reload that adds, changes or removes upstreams needs no coordination with it.
+pub struct HealthLoop<F> {
+    pub upstreams: F,
+}
+
+impl<F> HealthLoop<F>
+where
+    F: Fn() -> Vec<Arc<Upstream>> + Send + Sync,
+{
+    const TICK: Duration = Duration::from_millis(50);
+
+    /// One probe round for every checked peer, waiting (bounded by each check's timeout) until
+    /// all have answered, so the proxy starts with known peer health.
+    pub async fn first_round(&self) {
+        let ups = (self.upstreams)();
+        for u in &ups {
+            u.spawn_due_probes();
+        }
+        let deadline = Instant::now()
+            + ups
+                .iter()
+                .map(|u| u.health_conf.timeout.get())
+                .max()
+                .unwrap_or_default()
+            + Duration::from_millis(200);
+        while Instant::now() < deadline
+            && ups.iter().any(|u| {
+                u.probe.is_some()
+                    && u.peers
+                        .iter()
+                        .any(|p| p.health.probing.load(Ordering::Acquire))
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Self::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    for u in (self.upstreams)() {
+                        u.spawn_due_probes();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn upstream(yaml: &str) -> Upstream {
+        let c = parse(
+            format!("listeners: {{http: {{addr: '127.0.0.1:1'}}}}\nupstreams:\n  u: {yaml}\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        Upstream::build("u", &c.upstreams["u"], &HealthRegistry::default()).unwrap()
+    }
+
+    #[test]
+    fn unchecked_peers_take_traffic_and_round_robin_spreads() {
+        let u = upstream(
+            "{peers: [{addr: '127.0.0.1:1'}, {addr: '127.0.0.1:2'}], health_check: {kind: none}}",
+        );
+        let mut counts = [0; 2];
+        for _ in 0..100 {
+            counts[u.select(b"", &Tried::default()).unwrap()] += 1;
+        }
+        assert_eq!(counts, [50, 50]);
+    }
+
+    #[test]
+    fn checked_peers_start_without_traffic() {
+        let u = upstream("{peers: [{addr: '127.0.0.1:1'}]}");
+        assert_eq!(u.select(b"", &Tried::default()), None);
+    }
+
+    #[test]
+    fn thresholds_apply_after_first_pass() {
+        let u = upstream("{peers: [{addr: '127.0.0.1:1'}], health_check: {healthy_threshold: 2, unhealthy_threshold: 2}}");
+        let h = &u.peers[0].health;
+        let conf = &u.health_conf;
+        assert_eq!(
+            h.record(true, conf),
+            Some(true),
+            "first pass admits the peer"
+        );
+        assert_eq!(h.record(false, conf), None);
+        assert_eq!(h.record(false, conf), Some(false));
+        assert_eq!(
+            h.record(true, conf),
+            None,
+            "one success is not enough to come back"
+        );
+        assert_eq!(h.record(true, conf), Some(true));
+    }
+
+    #[test]
+    fn retries_skip_tried_peers() {
+        let u = upstream(
+            "{peers: [{addr: '127.0.0.1:1'}, {addr: '127.0.0.1:2'}], health_check: {kind: none}}",
+        );
+        let mut tried = Tried::default();
+        let first = u.select(b"", &tried).unwrap();
+        tried.insert(first);
+        let second = u.select(b"", &tried).unwrap();
+        assert_ne!(first, second);
+        tried.insert(second);
+        assert_eq!(u.select(b"", &tried), None);
+    }
+
+    #[test]
+    fn consistent_hashing_is_sticky() {
+        let u = upstream("{peers: [{addr: '127.0.0.1:1'}, {addr: '127.0.0.1:2'}, {addr: '127.0.0.1:3'}], balance: consistent, health_check: {kind: none}}");
+        let a = u.select(b"10.1.2.3", &Tried::default()).unwrap();
+        for _ in 0..20 {
+            assert_eq!(u.select(b"10.1.2.3", &Tried::default()), Some(a));
+        }
+    }
+}
