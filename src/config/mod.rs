@@ -602,14 +602,23 @@ pub fn parse(text: &[u8]) -> Result<Config, Vec<String>> {
 /// serde_yaml's "at line N column M" tail only when a key path already says where.
 fn describe_parse_error(path: &str, message: &str) -> String {
     let path = if path == "." { "" } else { path };
+    // serde_yaml prefixes some messages with its own (shorter) idea of the path.
+    let message = match message.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest,
+        _ => message,
+    };
     if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, _)) = rest.split_once('`') {
-            let full = if path.is_empty() {
+        if let Some((field, tail)) = rest.split_once('`') {
+            // serde_path_to_error's path already ends with the unknown key; older shapes may not.
+            let full = if path.ends_with(field) {
+                path.to_string()
+            } else if path.is_empty() {
                 field.to_string()
             } else {
                 format!("{path}.{field}")
             };
-            return format!("{full}: unknown key");
+            let allowed = tail.trim_start_matches(", ");
+            return format!("{full}: unknown key ({allowed})");
         }
     }
     if path.is_empty() {
