@@ -5,12 +5,14 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod forwarding;
 pub mod hygiene;
 pub mod metrics;
 pub mod proxy;
 pub mod respond;
+pub mod revocation;
 pub mod routing;
 pub mod runtime;
 pub mod server;

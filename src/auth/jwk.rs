@@ -1,0 +1,931 @@
+//! JWKS parsing: each key is filtered, pinned to exactly one algorithm and parsed once, at load.
+//!
+//! A naive `find(kid)` + build-key-from-JWK + take-alg-from-header is how most JWT bypasses
+//! happen (jwt-hardening §0.5, §0.12, K8-K12, A3, A7, A11). So the key decides the algorithm:
+//! a JWK's `alg` (or, without one, its type/curve) becomes the one algorithm it will ever verify,
+//! and everything that could make a key ambiguous or weak is refused here, per key, so that one
+//! bad entry does not take the issuer's other keys down with it.
+//!
+//! Nothing in this module may panic on a JWKS body: every field is type-checked, every length is
+//! checked before the crypto library sees it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+use serde_json::{Map, Value};
+
+use super::jws::{b64url_decode, parse_object_strict, valid_kid};
+
+/// The asymmetric JWS algorithms a provider may allow. There is deliberately no HMAC variant and
+/// no `none`: a value of this type can never select a symmetric or absent signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alg {
+    ES256,
+    ES384,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    EdDSA,
+}
+
+impl Alg {
+    pub const ALL: [Alg; 9] = [
+        Alg::ES256,
+        Alg::ES384,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::EdDSA,
+    ];
+
+    /// Exact, case-sensitive match on the RFC 7518 / RFC 8037 name. `none`, `HS*` and anything
+    /// unknown give `None`: an unknown algorithm is never mapped to a default (A1).
+    pub fn parse(s: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+
+    fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+        )
+    }
+
+    fn rsa_params(self) -> Option<&'static sig::RsaParameters> {
+        Some(match self {
+            Alg::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+            Alg::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+            Alg::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+            Alg::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+            Alg::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+            Alg::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+            Alg::ES256 | Alg::ES384 | Alg::EdDSA => return None,
+        })
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Source of [`VerifyingKey::uid`]. Starts at 1 so 0 can never name a key.
+static NEXT_KEY_UID: AtomicU64 = AtomicU64::new(1);
+
+/// One public key, parsed once, usable with exactly one algorithm.
+pub struct VerifyingKey {
+    pub kid: String,
+    pub alg: Alg,
+    /// Unique per parsed key in this process. The token cache records it so that entries
+    /// verified by a key that has since left the JWKS can be dropped (`TokenCache::retain_keys`).
+    pub uid: u64,
+    key: ParsedPublicKey,
+    /// Exact signature length for this key: 64/96 for ECDSA (raw r||s, never DER: A5), 64 for
+    /// Ed25519, the modulus length for RSA. Checked before the crypto call.
+    sig_len: usize,
+}
+
+impl VerifyingKey {
+    /// Whether `signature` is a valid signature of `signing_input` under this key and its pinned
+    /// algorithm.
+    pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        signature.len() == self.sig_len && self.key.verify_sig(signing_input, signature).is_ok()
+    }
+
+    /// Same kid, algorithm and public key: a JWKS refresh that still carries this key may keep
+    /// the old `Arc` (and uid), so the token cache stays warm across refreshes.
+    pub fn same_key(&self, other: &VerifyingKey) -> bool {
+        self.kid == other.kid && self.alg == other.alg && self.key.as_ref() == other.key.as_ref()
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The usable keys of one provider, by kid.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+}
+
+impl KeySet {
+    pub fn empty() -> KeySet {
+        KeySet::default()
+    }
+
+    /// Exact-match lookup (K4: a kid is a map key, never a path, query or command).
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.keys.get(kid)
+    }
+
+    /// Sorted, for `/admin/status` and stable logs.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.keys.keys().cloned().collect();
+        kids.sort_unstable();
+        kids
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.keys.values()
+    }
+
+    /// The uids of these keys, for `TokenCache::retain_keys`.
+    pub fn uids(&self) -> HashSet<u64> {
+        self.keys.values().map(|k| k.uid).collect()
+    }
+}
+
+/// A JWK that was left out of the key set, and why (for logs and `/admin/status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedKey {
+    pub kid: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct ParsedJwks {
+    pub keys: KeySet,
+    pub rejected: Vec<RejectedKey>,
+}
+
+/// Largest JWKS body accepted.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Most keys a JWKS may list.
+pub const MAX_JWKS_KEYS: usize = 100;
+
+/// Parse a JWKS body, keeping the keys that pass the filter (module docs) and reporting the rest.
+///
+/// `Err` only when the document as a whole is unusable: too big, not a JSON object (duplicate
+/// members anywhere count as not JSON: which of two values the IdP meant is unknowable), no
+/// `keys` array, or more than 100 keys. The caller then keeps its last good set.
+pub fn parse_jwks(body: &[u8], allowed: &[Alg]) -> Result<ParsedJwks, String> {
+    parse_jwks_reusing(body, allowed, &KeySet::empty())
+}
+
+/// [`parse_jwks`], but a key identical to one in `previous` (same kid, alg and public key) is
+/// kept as the same `Arc`, with the same uid, so a refresh that changes nothing does not empty
+/// the token cache.
+pub fn parse_jwks_reusing(
+    body: &[u8],
+    allowed: &[Alg],
+    previous: &KeySet,
+) -> Result<ParsedJwks, String> {
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "JWKS is {} bytes, the limit is {MAX_JWKS_BYTES}",
+            body.len()
+        ));
+    }
+    let doc = parse_object_strict(body)
+        .ok_or_else(|| "JWKS is not a JSON object (or has duplicate members)".to_owned())?;
+    let entries = match doc.get("keys") {
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err("JWKS `keys` is not an array".to_owned()),
+        None => return Err("JWKS has no `keys` array".to_owned()),
+    };
+    if entries.len() > MAX_JWKS_KEYS {
+        return Err(format!(
+            "JWKS lists {} keys, the limit is {MAX_JWKS_KEYS}",
+            entries.len()
+        ));
+    }
+
+    // K11: a kid that names two entries names no key at all; count every entry that carries one,
+    // including entries refused for other reasons, so "which one did the IdP mean" never arises.
+    let mut kid_counts: HashMap<&str, usize> = HashMap::new();
+    for entry in entries {
+        if let Some(Value::String(kid)) = entry.get("kid") {
+            *kid_counts.entry(kid.as_str()).or_default() += 1;
+        }
+    }
+
+    let mut keys = HashMap::new();
+    let mut rejected = Vec::new();
+    for entry in entries {
+        let kid = match entry.get("kid") {
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            _ => None,
+        };
+        let reject = |reason: String| RejectedKey {
+            // Only a printable, bounded kid is echoed into logs/status.
+            kid: kid.filter(|k| valid_kid(k)).map(str::to_owned),
+            reason,
+        };
+        if kid.is_some_and(|k| kid_counts.get(k).copied().unwrap_or(0) > 1) {
+            rejected.push(reject("duplicate kid".to_owned()));
+            continue;
+        }
+        match parse_jwk(entry, allowed) {
+            Ok(key) => {
+                let key = match previous.get(&key.kid) {
+                    Some(old) if old.same_key(&key) => Arc::clone(old),
+                    _ => Arc::new(key),
+                };
+                keys.insert(key.kid.clone(), key);
+            }
+            Err(reason) => rejected.push(reject(reason)),
+        }
+    }
+    Ok(ParsedJwks {
+        keys: KeySet { keys },
+        rejected,
+    })
+}
+
+fn str_member<'v>(jwk: &'v Map<String, Value>, name: &str) -> Result<Option<&'v str>, String> {
+    match jwk.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("`{name}` is not a string")),
+    }
+}
+
+fn required_b64(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let text = str_member(jwk, name)?.ok_or_else(|| format!("missing `{name}`"))?;
+    b64url_decode(text).ok_or_else(|| format!("`{name}` is not base64url"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyType {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyType {
+    /// The algorithm this key type implies on its own, if there is exactly one.
+    fn implied_alg(self) -> Option<Alg> {
+        match self {
+            KeyType::Rsa => None,
+            KeyType::P256 => Some(Alg::ES256),
+            KeyType::P384 => Some(Alg::ES384),
+            KeyType::Ed25519 => Some(Alg::EdDSA),
+        }
+    }
+
+    fn fits(self, alg: Alg) -> bool {
+        match self {
+            KeyType::Rsa => alg.is_rsa(),
+            _ => self.implied_alg() == Some(alg),
+        }
+    }
+}
+
+/// One JWK -> one pinned, parsed key, or the reason it cannot be used.
+fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, String> {
+    let jwk = entry.as_object().ok_or("not a JSON object")?;
+    let kid = match str_member(jwk, "kid")? {
+        None => return Err("missing `kid`".to_owned()),
+        Some(k) if !valid_kid(k) => {
+            return Err("`kid` must be 1 to 256 printable ASCII characters".to_owned())
+        }
+        Some(k) => k,
+    };
+
+    // K8: a key published for encryption must never verify a signature.
+    match str_member(jwk, "use")? {
+        None | Some("sig") => {}
+        Some(_) => return Err("`use` is not \"sig\"".to_owned()),
+    }
+    match jwk.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) => {
+            if !ops.iter().all(Value::is_string) {
+                return Err("`key_ops` is not an array of strings".to_owned());
+            }
+            if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+                return Err("`key_ops` does not include \"verify\"".to_owned());
+            }
+        }
+        Some(_) => return Err("`key_ops` is not an array".to_owned()),
+    }
+
+    let kty = str_member(jwk, "kty")?.ok_or("missing `kty`")?;
+    let key_type = match kty {
+        "RSA" => KeyType::Rsa,
+        "EC" => match str_member(jwk, "crv")? {
+            Some("P-256") => KeyType::P256,
+            Some("P-384") => KeyType::P384,
+            Some(other) => return Err(format!("EC curve {other:?} not supported")),
+            None => return Err("missing `crv`".to_owned()),
+        },
+        "OKP" => match str_member(jwk, "crv")? {
+            Some("Ed25519") => KeyType::Ed25519,
+            Some(other) => return Err(format!("OKP curve {other:?} not supported")),
+            None => return Err("missing `crv`".to_owned()),
+        },
+        // K12: a symmetric key in a JWKS is a shared secret published to the world.
+        "oct" => return Err("symmetric (`oct`) keys are never used".to_owned()),
+        other => return Err(format!("key type {other:?} not supported")),
+    };
+
+    // A7/A11: the key, not the token header, decides the algorithm.
+    let alg = match str_member(jwk, "alg")? {
+        Some(name) => {
+            let alg = Alg::parse(name).ok_or_else(|| format!("alg {name:?} not supported"))?;
+            if !key_type.fits(alg) {
+                return Err(format!("alg {name} does not match the key type"));
+            }
+            alg
+        }
+        None => match key_type.implied_alg() {
+            Some(alg) => alg,
+            None => {
+                let mut rsa_allowed = allowed.iter().copied().filter(|a| a.is_rsa());
+                match (rsa_allowed.next(), rsa_allowed.next()) {
+                    (Some(alg), None) => alg,
+                    (None, _) => return Err("no RSA algorithm is allowed".to_owned()),
+                    (Some(_), Some(_)) => return Err(
+                        "RSA key without `alg` is ambiguous: several RSA algorithms are allowed"
+                            .to_owned(),
+                    ),
+                }
+            }
+        },
+    };
+    if !allowed.contains(&alg) {
+        return Err(format!("alg {alg} is not allowed for this provider"));
+    }
+
+    let (key, sig_len) = match key_type {
+        KeyType::Rsa => rsa_key(jwk, alg)?,
+        KeyType::P256 => ec_key(jwk, 32, &sig::ECDSA_P256_SHA256_FIXED)?,
+        KeyType::P384 => ec_key(jwk, 48, &sig::ECDSA_P384_SHA384_FIXED)?,
+        KeyType::Ed25519 => {
+            let x = required_b64(jwk, "x")?;
+            if x.len() != 32 {
+                return Err("Ed25519 `x` must be 32 bytes".to_owned());
+            }
+            let key = ParsedPublicKey::new(&sig::ED25519, &x)
+                .map_err(|_| "invalid Ed25519 public key".to_owned())?;
+            (key, 64)
+        }
+    };
+    Ok(VerifyingKey {
+        kid: kid.to_owned(),
+        alg,
+        uid: NEXT_KEY_UID.fetch_add(1, Ordering::Relaxed),
+        key,
+        sig_len,
+    })
+}
+
+/// Bit length of a big-endian unsigned integer without leading zero bytes.
+fn bit_len(be: &[u8]) -> usize {
+    match be.first() {
+        None => 0,
+        Some(&top) => (be.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+fn strip_leading_zeros(be: &[u8]) -> &[u8] {
+    let zeros = be.iter().take_while(|b| **b == 0).count();
+    &be[zeros..]
+}
+
+/// K9: modulus 2048..=8192 bits (RFC 7518 §3.3), exponent odd, at least 3, and at most 33 bits
+/// (the largest the crypto library will verify with; a key it would refuse on every request is
+/// refused here instead).
+fn rsa_key(jwk: &Map<String, Value>, alg: Alg) -> Result<(ParsedPublicKey, usize), String> {
+    let n_raw = required_b64(jwk, "n")?;
+    let e_raw = required_b64(jwk, "e")?;
+    let n = strip_leading_zeros(&n_raw);
+    let e = strip_leading_zeros(&e_raw);
+    let bits = bit_len(n);
+    if !(2048..=8192).contains(&bits) {
+        return Err(format!(
+            "RSA modulus is {bits} bits, it must be 2048 to 8192"
+        ));
+    }
+    let e_odd = e.last().is_some_and(|b| b & 1 == 1);
+    if !e_odd || bit_len(e) > 33 || (e.len() == 1 && e[0] < 3) {
+        return Err("RSA exponent must be odd, at least 3 and at most 33 bits".to_owned());
+    }
+    let params = alg.rsa_params().ok_or("not an RSA algorithm")?;
+    let key = RsaPublicKeyComponents { n, e }
+        .to_parsed_public_key(params)
+        .map_err(|_| "invalid RSA public key".to_owned())?;
+    Ok((key, n.len()))
+}
+
+/// Uncompressed SEC1 point from fixed-length `x`/`y` (K10); the library checks it is on the curve.
+fn ec_key(
+    jwk: &Map<String, Value>,
+    coord_len: usize,
+    alg: &'static sig::EcdsaVerificationAlgorithm,
+) -> Result<(ParsedPublicKey, usize), String> {
+    let x = required_b64(jwk, "x")?;
+    let y = required_b64(jwk, "y")?;
+    if x.len() != coord_len || y.len() != coord_len {
+        return Err(format!("EC `x` and `y` must be {coord_len} bytes each"));
+    }
+    let mut point = Vec::with_capacity(1 + 2 * coord_len);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let key = ParsedPublicKey::new(alg, &point).map_err(|_| "invalid EC public key".to_owned())?;
+    Ok((key, 2 * coord_len))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::auth::jws::b64url_decode;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    pub fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A test signer with its public JWK.
+    pub enum Signer {
+        Ec(EcdsaKeyPair, usize),
+        Rsa(&'static RsaKeyPair),
+        Ed(Ed25519KeyPair),
+    }
+
+    pub fn rsa_pair() -> &'static RsaKeyPair {
+        static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RsaKeyPair::generate(KeySize::Rsa2048).unwrap())
+    }
+
+    pub fn rsa_pair_2() -> &'static RsaKeyPair {
+        static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
+        KEY.get_or_init(|| RsaKeyPair::generate(KeySize::Rsa2048).unwrap())
+    }
+
+    impl Signer {
+        pub fn es256() -> Signer {
+            Signer::Ec(
+                EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
+                32,
+            )
+        }
+        pub fn es384() -> Signer {
+            Signer::Ec(
+                EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING).unwrap(),
+                48,
+            )
+        }
+        pub fn ed25519() -> Signer {
+            Signer::Ed(Ed25519KeyPair::generate().unwrap())
+        }
+        pub fn rsa() -> Signer {
+            Signer::Rsa(rsa_pair())
+        }
+
+        /// Public JWK without `alg` (added by callers when wanted).
+        pub fn jwk(&self, kid: &str) -> Value {
+            match self {
+                Signer::Ec(kp, len) => {
+                    let p = kp.public_key().as_ref();
+                    json!({"kty":"EC","crv": if *len == 32 {"P-256"} else {"P-384"},
+                           "kid": kid, "x": b64(&p[1..1 + len]), "y": b64(&p[1 + len..])})
+                }
+                Signer::Ed(kp) => {
+                    json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":b64(kp.public_key().as_ref())})
+                }
+                Signer::Rsa(kp) => {
+                    let pk = kp.public_key();
+                    json!({"kty":"RSA","kid":kid,
+                           "n": b64(pk.modulus().big_endian_without_leading_zero()),
+                           "e": b64(pk.exponent().big_endian_without_leading_zero())})
+                }
+            }
+        }
+
+        /// Sign `msg` as `alg` (for RSA, which padding; for EC/Ed, `alg` is ignored).
+        pub fn sign(&self, alg: Alg, msg: &[u8]) -> Vec<u8> {
+            let rng = SystemRandom::new();
+            match self {
+                Signer::Ec(kp, _) => kp.sign(&rng, msg).unwrap().as_ref().to_vec(),
+                Signer::Ed(kp) => kp.sign(msg).as_ref().to_vec(),
+                Signer::Rsa(kp) => {
+                    let enc: &'static dyn sig::RsaEncoding = match alg {
+                        Alg::RS256 => &sig::RSA_PKCS1_SHA256,
+                        Alg::RS384 => &sig::RSA_PKCS1_SHA384,
+                        Alg::RS512 => &sig::RSA_PKCS1_SHA512,
+                        Alg::PS256 => &sig::RSA_PSS_SHA256,
+                        Alg::PS384 => &sig::RSA_PSS_SHA384,
+                        Alg::PS512 => &sig::RSA_PSS_SHA512,
+                        _ => panic!("not an RSA alg"),
+                    };
+                    let mut out = vec![0u8; kp.public_modulus_len()];
+                    kp.sign(enc, &rng, msg, &mut out).unwrap();
+                    out
+                }
+            }
+        }
+    }
+
+    pub fn jwks(keys: &[Value]) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "keys": keys })).unwrap()
+    }
+
+    fn with(mut jwk: Value, k: &str, v: Value) -> Value {
+        jwk.as_object_mut().unwrap().insert(k.to_owned(), v);
+        jwk
+    }
+
+    fn without(mut jwk: Value, k: &str) -> Value {
+        jwk.as_object_mut().unwrap().remove(k);
+        jwk
+    }
+
+    /// Parse a one-key JWKS and return the refusal reason (panics if the key was accepted).
+    fn refused(jwk: Value, allowed: &[Alg]) -> String {
+        let parsed = parse_jwks(&jwks(&[jwk]), allowed).unwrap();
+        assert!(parsed.keys.is_empty(), "key was accepted");
+        assert_eq!(parsed.rejected.len(), 1);
+        parsed.rejected[0].reason.clone()
+    }
+
+    fn accepted(jwk: Value, allowed: &[Alg]) -> Arc<VerifyingKey> {
+        let parsed = parse_jwks(&jwks(&[jwk]), allowed).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        let key = parsed.keys.iter().next().unwrap().clone();
+        key
+    }
+
+    #[test]
+    fn alg_names() {
+        for a in Alg::ALL {
+            assert_eq!(Alg::parse(a.as_str()), Some(a));
+        }
+        for bad in [
+            "none", "None", "HS256", "HS384", "HS512", "es256", "ES512", "RSA-OAEP", " ES256", "",
+        ] {
+            assert_eq!(Alg::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_of_every_type_load_and_verify() {
+        let all = Alg::ALL;
+        let cases = [
+            (Signer::es256(), Alg::ES256),
+            (Signer::es384(), Alg::ES384),
+            (Signer::ed25519(), Alg::EdDSA),
+        ];
+        for (signer, alg) in cases {
+            let key = accepted(signer.jwk("k"), &all);
+            assert_eq!(key.alg, alg);
+            let s = signer.sign(alg, b"msg");
+            assert!(key.verify(b"msg", &s));
+            assert!(!key.verify(b"msh", &s));
+        }
+        for alg in [
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ] {
+            let signer = Signer::rsa();
+            let key = accepted(with(signer.jwk("r"), "alg", json!(alg.as_str())), &all);
+            assert_eq!(key.alg, alg);
+            assert!(key.verify(b"msg", &signer.sign(alg, b"msg")));
+        }
+    }
+
+    #[test]
+    fn alg_derivation() {
+        // RSA without alg: only when exactly one RSA alg is allowed.
+        let rsa = Signer::rsa().jwk("r");
+        assert_eq!(
+            accepted(rsa.clone(), &[Alg::ES256, Alg::PS256]).alg,
+            Alg::PS256
+        );
+        assert!(refused(rsa.clone(), &[Alg::RS256, Alg::PS256]).contains("ambiguous"));
+        assert!(refused(rsa.clone(), &[Alg::ES256]).contains("no RSA"));
+        // Derived EC/OKP algs must still be allowed.
+        assert!(refused(Signer::es256().jwk("e"), &[Alg::RS256]).contains("not allowed"));
+        assert!(refused(Signer::ed25519().jwk("e"), &[Alg::ES256]).contains("not allowed"));
+        // A JWK alg must be allowed too.
+        assert!(refused(with(rsa, "alg", json!("RS512")), &[Alg::RS256]).contains("not allowed"));
+    }
+
+    #[test]
+    fn k8_use_key_ops_alg() {
+        let all = Alg::ALL;
+        let rsa = || with(Signer::rsa().jwk("r"), "alg", json!("RS256"));
+        assert!(refused(with(rsa(), "use", json!("enc")), &all).contains("use"));
+        assert!(refused(with(rsa(), "use", json!(1)), &all).contains("use"));
+        assert_eq!(
+            accepted(with(rsa(), "use", json!("sig")), &all).alg,
+            Alg::RS256
+        );
+        assert!(refused(with(rsa(), "key_ops", json!(["encrypt"])), &all).contains("key_ops"));
+        assert!(refused(with(rsa(), "key_ops", json!([])), &all).contains("key_ops"));
+        assert!(refused(with(rsa(), "key_ops", json!("verify")), &all).contains("key_ops"));
+        assert!(refused(with(rsa(), "key_ops", json!(["verify", 1])), &all).contains("key_ops"));
+        accepted(with(rsa(), "key_ops", json!(["sign", "verify"])), &all);
+        for alg in ["RSA-OAEP", "HS256", "none", "rs256", "ES256"] {
+            let reason = refused(with(rsa(), "alg", json!(alg)), &all);
+            assert!(reason.contains("alg"), "{alg}: {reason}");
+        }
+        assert!(refused(with(rsa(), "alg", json!(256)), &all).contains("alg"));
+    }
+
+    #[test]
+    fn a7_curve_and_alg_must_agree() {
+        let all = Alg::ALL;
+        assert!(
+            refused(with(Signer::es256().jwk("e"), "alg", json!("ES384")), &all)
+                .contains("does not match")
+        );
+        assert!(
+            refused(with(Signer::es384().jwk("e"), "alg", json!("ES256")), &all)
+                .contains("does not match")
+        );
+        assert!(refused(
+            with(Signer::ed25519().jwk("e"), "alg", json!("ES256")),
+            &all
+        )
+        .contains("does not match"));
+        assert!(
+            refused(with(Signer::es256().jwk("e"), "alg", json!("RS256")), &all)
+                .contains("does not match")
+        );
+        assert!(
+            refused(with(Signer::rsa().jwk("e"), "alg", json!("EdDSA")), &all)
+                .contains("does not match")
+        );
+        // The curve decides the coordinate length: a P-384 key labelled P-256 is refused.
+        let p384 = Signer::es384().jwk("e");
+        assert!(refused(with(p384, "crv", json!("P-256")), &all).contains("32 bytes"));
+        assert!(
+            refused(with(Signer::es256().jwk("e"), "crv", json!("P-521")), &all)
+                .contains("not supported")
+        );
+        assert!(refused(
+            with(Signer::ed25519().jwk("e"), "crv", json!("X25519")),
+            &all
+        )
+        .contains("not supported"));
+    }
+
+    #[test]
+    fn k9_rsa_size_and_exponent() {
+        let all = [Alg::RS256];
+        let base = Signer::rsa().jwk("r");
+        let n = b64url_decode(base["n"].as_str().unwrap()).unwrap();
+        // 512 and 1024-bit moduli.
+        for bytes in [64usize, 128, 255] {
+            let mut small = n[..bytes].to_vec();
+            small[0] |= 0x80;
+            let reason = refused(with(base.clone(), "n", json!(b64(&small))), &all);
+            assert!(reason.contains("bits"), "{reason}");
+        }
+        // Over 8192 bits, and a huge (100 KB) modulus: refused before any bignum work.
+        for bytes in [1025usize, 100_000] {
+            let big = vec![0xffu8; bytes];
+            assert!(refused(with(base.clone(), "n", json!(b64(&big))), &all).contains("bits"));
+        }
+        // Leading zeros on n are tolerated (same integer).
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&n);
+        accepted(with(base.clone(), "n", json!(b64(&padded))), &all);
+        for e in [&[1u8][..], &[0], &[2], &[1, 0, 0], &[], &[1, 0, 0, 0, 0, 1]] {
+            let reason = refused(with(base.clone(), "e", json!(b64(e))), &all);
+            assert!(reason.contains("exponent"), "{e:?}: {reason}");
+        }
+        accepted(with(base.clone(), "e", json!(b64(&[3]))), &all);
+        assert!(refused(without(base.clone(), "n"), &all).contains("missing `n`"));
+        assert!(refused(without(base.clone(), "e"), &all).contains("missing `e`"));
+        assert!(refused(with(base.clone(), "n", json!(12)), &all).contains("not a string"));
+        assert!(refused(with(base, "n", json!("a+b/")), &all).contains("base64url"));
+    }
+
+    #[test]
+    fn k10_malformed_points_never_panic() {
+        let all = Alg::ALL;
+        let ed = Signer::ed25519().jwk("e");
+        for len in [0usize, 3, 31, 33, 64] {
+            assert!(
+                refused(with(ed.clone(), "x", json!(b64(&vec![7u8; len]))), &all)
+                    .contains("32 bytes")
+            );
+        }
+        let ec = Signer::es256().jwk("e");
+        assert!(refused(with(ec.clone(), "x", json!(b64(&[1u8; 3]))), &all).contains("32 bytes"));
+        assert!(refused(with(ec.clone(), "y", json!(b64(&[1u8; 33]))), &all).contains("32 bytes"));
+        // Right lengths, not on the curve.
+        assert!(refused(with(ec.clone(), "y", json!(b64(&[1u8; 32]))), &all).contains("invalid EC"));
+        assert!(refused(with(ec.clone(), "x", json!(b64(&[0u8; 32]))), &all).contains("invalid EC"));
+        assert!(refused(without(ec.clone(), "y"), &all).contains("missing `y`"));
+        assert!(refused(without(ec.clone(), "crv"), &all).contains("crv"));
+        assert!(refused(with(ec, "crv", json!(null)), &all).contains("crv"));
+    }
+
+    #[test]
+    fn k11_duplicate_kid_refuses_every_copy() {
+        let a = Signer::es256().jwk("dup");
+        let b = Signer::es256().jwk("dup");
+        let c = Signer::es256().jwk("other");
+        let parsed = parse_jwks(&jwks(&[a, b, c]), &Alg::ALL).unwrap();
+        assert_eq!(parsed.keys.kids(), vec!["other".to_owned()]);
+        assert_eq!(parsed.rejected.len(), 2);
+        assert!(parsed
+            .rejected
+            .iter()
+            .all(|r| r.reason == "duplicate kid" && r.kid.as_deref() == Some("dup")));
+        // A refused twin (use: enc) still makes the kid ambiguous.
+        let sig_key = Signer::es256().jwk("k");
+        let enc_key = with(Signer::es256().jwk("k"), "use", json!("enc"));
+        let parsed = parse_jwks(&jwks(&[sig_key, enc_key]), &Alg::ALL).unwrap();
+        assert!(parsed.keys.is_empty());
+    }
+
+    #[test]
+    fn k12_oct_and_unknown_types() {
+        let oct = json!({"kty":"oct","kid":"h","k":"c2VjcmV0","alg":"HS256"});
+        assert!(refused(oct, &Alg::ALL).contains("oct"));
+        assert!(refused(json!({"kty":"XYZ","kid":"x"}), &Alg::ALL).contains("not supported"));
+        assert!(refused(json!({"kid":"x"}), &Alg::ALL).contains("kty"));
+    }
+
+    #[test]
+    fn kid_rules() {
+        let ec = Signer::es256().jwk("x");
+        assert!(refused(without(ec.clone(), "kid"), &Alg::ALL).contains("kid"));
+        for bad in [
+            json!(""),
+            json!("a\u{0}b"),
+            json!("k".repeat(257)),
+            json!("caf\u{e9}"),
+            json!(5),
+        ] {
+            let parsed =
+                parse_jwks(&jwks(&[with(ec.clone(), "kid", bad.clone())]), &Alg::ALL).unwrap();
+            assert!(parsed.keys.is_empty(), "{bad}");
+            // An unfit kid is never echoed back.
+            assert_eq!(parsed.rejected[0].kid, None);
+        }
+        accepted(with(ec, "kid", json!("k".repeat(256))), &Alg::ALL);
+    }
+
+    #[test]
+    fn one_bad_key_leaves_the_rest_usable() {
+        let good = Signer::es256().jwk("good");
+        let keys = [
+            json!("string"),
+            json!(1),
+            json!(null),
+            json!([]),
+            json!({}),
+            good,
+            json!({"kty":"RSA","kid":"r","n":"","e":""}),
+        ];
+        let parsed = parse_jwks(&jwks(&keys), &Alg::ALL).unwrap();
+        assert_eq!(parsed.keys.kids(), vec!["good".to_owned()]);
+        assert_eq!(parsed.rejected.len(), 6);
+        assert_eq!(parsed.rejected[6 - 1].kid.as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn whole_document_errors() {
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"[]",
+            b"{}",
+            b"{\"keys\":{}}",
+            b"{\"keys\":null}",
+            b"{\"keys\":[],\"keys\":[]}",
+            b"\xff\xfe",
+            b"{\"keys\":[]} x",
+        ] {
+            assert!(
+                parse_jwks(bad, &Alg::ALL).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse_jwks(b"{\"keys\":[]}", &Alg::ALL)
+            .unwrap()
+            .keys
+            .is_empty());
+        let too_many: Vec<Value> = (0..101)
+            .map(|i| json!({"kty":"oct","kid":i.to_string()}))
+            .collect();
+        assert!(parse_jwks(&jwks(&too_many), &Alg::ALL)
+            .unwrap_err()
+            .contains("limit"));
+        let mut big = b"{\"keys\":[],\"pad\":\"".to_vec();
+        big.resize(MAX_JWKS_BYTES, b'a');
+        big.extend_from_slice(b"\"}");
+        assert!(parse_jwks(&big, &Alg::ALL).unwrap_err().contains("limit"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A crude fuzz over mutations of a valid JWKS.
+        let doc = jwks(&[
+            Signer::es256().jwk("a"),
+            Signer::ed25519().jwk("b"),
+            with(Signer::rsa().jwk("c"), "alg", json!("RS256")),
+        ]);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut m = doc.clone();
+            let i = (seed as usize) % m.len();
+            match seed % 3 {
+                0 => m[i] = (seed >> 8) as u8,
+                1 => m.truncate(i),
+                _ => m.insert(i, b"{}[]\",:0-ae"[(seed >> 16) as usize % 11]),
+            }
+            let _ = parse_jwks(&m, &Alg::ALL);
+        }
+    }
+
+    #[test]
+    fn uid_identity() {
+        let doc = jwks(&[Signer::es256().jwk("a"), Signer::ed25519().jwk("b")]);
+        let first = parse_jwks(&doc, &Alg::ALL).unwrap().keys;
+        let second = parse_jwks(&doc, &Alg::ALL).unwrap().keys;
+        let a1 = first.get("a").unwrap();
+        let b1 = first.get("b").unwrap();
+        assert_ne!(a1.uid, b1.uid);
+        assert_ne!(a1.uid, 0);
+        // A plain re-parse is a new key object with a new uid.
+        assert_ne!(a1.uid, second.get("a").unwrap().uid);
+        assert!(a1.same_key(second.get("a").unwrap()));
+        // Reusing keeps the Arc (and uid) of identical keys, and only those.
+        let rotated = jwks(&[Signer::es256().jwk("a"), Signer::ed25519().jwk("b")]);
+        let same = parse_jwks_reusing(&doc, &Alg::ALL, &first).unwrap().keys;
+        assert!(Arc::ptr_eq(same.get("a").unwrap(), a1));
+        assert_eq!(same.uids(), first.uids());
+        let new = parse_jwks_reusing(&rotated, &Alg::ALL, &first)
+            .unwrap()
+            .keys;
+        assert_ne!(new.get("a").unwrap().uid, a1.uid);
+        assert!(new.uids().is_disjoint(&first.uids()));
+    }
+
+    #[test]
+    fn signature_length_is_exact() {
+        let signer = Signer::es256();
+        let key = accepted(signer.jwk("e"), &Alg::ALL);
+        let mut s = signer.sign(Alg::ES256, b"m");
+        assert!(key.verify(b"m", &s));
+        s.push(0);
+        assert!(!key.verify(b"m", &s));
+        assert!(!key.verify(b"m", &[]));
+        let shown = format!("{key:?}");
+        assert!(shown.contains("kid") && shown.contains("ES256"));
+        // Public, but still not something to dump into logs: the key bytes stay out.
+        assert!(!shown.contains("bytes") && !shown.contains("key:"));
+    }
+}
