@@ -3,4 +3,5 @@
 //! The binary (`src/main.rs`) is a thin CLI; everything it runs lives here so that benches and unit
 //! tests can reach it without a server.
 
+pub mod auth;
 pub mod metrics;

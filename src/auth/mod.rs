@@ -1,0 +1,2 @@
+pub mod jwk;
+pub mod provider;
