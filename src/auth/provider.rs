@@ -1,0 +1,1492 @@
+//! Per-provider JWKS runtime: keeps one issuer's verification keys fresh and hands the request path a
+//! lock-free snapshot of them.
+//!
+//! Why it is shaped this way:
+//! - The request path only ever does `keys()` (an `ArcSwap` load). Everything that can block or fail
+//!   (HTTP, file I/O, parsing) happens in a spawned fetch task, so a slow IdP never holds a request
+//!   longer than `fetch_timeout`, and a dropped request cannot abandon a half-done fetch.
+//! - All fetches of a provider, scheduled or triggered by an unknown `kid`, go through one
+//!   single-flight gate. Unknown-kid fetches are additionally rate-limited to one per `min_refresh`
+//!   and the kid is negatively cached, so a storm of random kids (hardening note K6) costs the IdP at
+//!   most one request per `min_refresh`.
+//! - A failed fetch never replaces good keys (§2.4 item 2: keep the last-known-good set); only
+//!   `max_stale` without any success discards them, because by then a key may have been revoked at
+//!   the IdP and we would never learn it.
+//! - The JWKS location comes only from configuration (K2): token headers (`jku`, `x5u`) never reach
+//!   this module, redirects are not followed, and plain HTTP is allowed for loopback only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use reqwest::{StatusCode, Url};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::auth::jwk::{parse_jwks, Alg, KeySet};
+use crate::metrics;
+
+/// Largest JWKS, discovery document or key file we accept. Real key sets are a few KiB; the cap
+/// bounds memory and parse time if an IdP (or whoever sits in front of it) misbehaves.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Largest number of unknown kids remembered at once. A random-kid storm would otherwise grow the
+/// negative cache without bound; when it is full it is simply emptied, which is safe because the
+/// fetch rate limit, not this cache, is what protects the IdP.
+const NEGATIVE_CACHE_MAX: usize = 1024;
+
+/// Longest interval between two cheap `stat` polls of a `file` source.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// Where a provider's keys come from (SPEC §2 `providers[].jwks`: exactly one of url/file/discovery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    Url(String),
+    /// Absolute, already resolved against the config file's directory.
+    File(PathBuf),
+    /// `GET {issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery {
+        issuer: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksSettings {
+    pub source: JwksSource,
+    pub refresh_interval: Duration,
+    pub min_refresh: Duration,
+    pub fetch_timeout: Duration,
+    pub max_stale: Duration,
+    pub algorithms: Vec<Alg>,
+}
+
+/// What `GET /admin/status` and `/readyz` report for one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub keys: Vec<String>,
+    /// Unix seconds of the last successful fetch (a 304 counts).
+    pub last_refresh: Option<i64>,
+    /// Why the last attempt failed, or why the keys were discarded; `None` after a success.
+    pub last_error: Option<String>,
+    pub ready: bool,
+}
+
+/// Size and modification time of a key file: a change in either means "re-read it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileSig {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// Mutable bookkeeping. Guarded by a `parking_lot` mutex that is only ever held for a few field
+/// updates, never across an `.await`.
+#[derive(Default)]
+struct State {
+    /// A fetch task is running; others join it instead of starting their own.
+    fetching: bool,
+    last_started: Option<Instant>,
+    /// When the background loop should fetch next (`None`: as soon as it runs).
+    next_due: Option<Instant>,
+    last_success: Option<Instant>,
+    last_success_unix: Option<i64>,
+    last_error: Option<String>,
+    /// Set once `max_stale` has discarded the keys, so it happens (and is logged) once.
+    stale_cleared: bool,
+    /// ETag of the key set we hold, with the URL it came from (the discovered URL may change).
+    etag: Option<(String, HeaderValue)>,
+    /// Cached `jwks_uri` from discovery; dropped after any failed attempt so the next re-discovers.
+    jwks_uri: Option<String>,
+    /// File signature of the key set we hold (`file` source).
+    file_good: Option<FileSig>,
+    /// Unknown kid -> until when it is known to be unknown.
+    negative: HashMap<String, Instant>,
+}
+
+/// Raw result of one fetch, before parsing.
+enum Fetched {
+    Body {
+        body: Vec<u8>,
+        etag: Option<(String, HeaderValue)>,
+        max_age: Option<Duration>,
+        file_sig: Option<FileSig>,
+    },
+    NotModified {
+        max_age: Option<Duration>,
+    },
+}
+
+/// How a caller takes part in the single flight.
+enum Flight {
+    /// A fetch is running (started by us or someone else); it bumps this channel when done.
+    Wait(watch::Receiver<u64>),
+    /// No fetch allowed now (rate limit, no runtime, provider being dropped).
+    Refused,
+}
+
+pub struct ProviderRuntime {
+    name: String,
+    settings: JwksSettings,
+    /// `None` when the TLS stack could not be set up; every HTTP fetch then fails with this reason.
+    client: Result<reqwest::Client, String>,
+    keys: ArcSwap<KeySet>,
+    state: Mutex<State>,
+    /// Bumped whenever the key set is replaced or discarded.
+    generation: watch::Sender<u64>,
+    /// Bumped whenever a fetch attempt ends; single-flight waiters listen here.
+    attempts: watch::Sender<u64>,
+    /// Lets `&self` methods spawn a fetch task that outlives the caller.
+    me: Weak<ProviderRuntime>,
+}
+
+impl ProviderRuntime {
+    pub fn new(name: &str, settings: JwksSettings) -> Arc<ProviderRuntime> {
+        let client = build_client(settings.fetch_timeout);
+        if let Err(e) = &client {
+            log::error!("provider {name}: {e}");
+        }
+        Arc::new_cyclic(|me| ProviderRuntime {
+            name: name.to_owned(),
+            settings,
+            client,
+            keys: ArcSwap::from_pointee(KeySet::empty()),
+            state: Mutex::new(State::default()),
+            generation: watch::Sender::new(0),
+            attempts: watch::Sender::new(0),
+            me: me.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn settings(&self) -> &JwksSettings {
+        &self.settings
+    }
+
+    /// Lock-free snapshot for the request path.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// True once a key set has been loaded and it is not older than `max_stale`.
+    pub fn is_ready(&self) -> bool {
+        let fresh = {
+            let st = self.state.lock();
+            st.last_success
+                .is_some_and(|t| t.elapsed() <= self.settings.max_stale)
+        };
+        fresh && !self.keys.load().is_empty()
+    }
+
+    /// Called by the request path when a token names a kid that is not in `keys()`.
+    ///
+    /// Single-flight: concurrent callers share one fetch. Rate-limited: a fetch starts only if none
+    /// started (of any kind) within the last `min_refresh`; after a fetch that did not bring the
+    /// kid, the kid is negatively cached for `min_refresh`. Waits at most `fetch_timeout`.
+    /// Returns true if, afterwards, `keys()` contains the kid.
+    pub async fn refresh_for_kid(&self, kid: &str) -> bool {
+        if self.keys.load().get(kid).is_some() {
+            return true;
+        }
+        let flight = {
+            let mut st = self.state.lock();
+            let now = Instant::now();
+            if st.negative.get(kid).is_some_and(|until| *until > now) {
+                return false;
+            }
+            let recent = st
+                .last_started
+                .is_some_and(|t| now.duration_since(t) < self.settings.min_refresh);
+            if st.fetching {
+                Flight::Wait(self.attempts.subscribe())
+            } else if recent {
+                Flight::Refused
+            } else {
+                self.start_locked(&mut st)
+            }
+        };
+        let Flight::Wait(mut done) = flight else {
+            // A fetch may have completed between our first look and taking the lock.
+            return self.keys.load().get(kid).is_some();
+        };
+        let finished = tokio::time::timeout(self.settings.fetch_timeout, done.changed())
+            .await
+            .is_ok();
+        if self.keys.load().get(kid).is_some() {
+            return true;
+        }
+        if finished {
+            let mut st = self.state.lock();
+            if st.negative.len() >= NEGATIVE_CACHE_MAX {
+                let now = Instant::now();
+                st.negative.retain(|_, until| *until > now);
+                if st.negative.len() >= NEGATIVE_CACHE_MAX {
+                    st.negative.clear();
+                }
+            }
+            st.negative.insert(
+                kid.to_owned(),
+                after(Instant::now(), self.settings.min_refresh),
+            );
+        }
+        false
+    }
+
+    /// Background loop: first fetch immediately, then refresh on schedule until `shutdown` flips
+    /// to true (or its sender is dropped, so a replaced config's loops cannot linger).
+    ///
+    /// Schedule: after a success, `Cache-Control: max-age` clamped to [min_refresh,
+    /// refresh_interval] (no max-age: refresh_interval); after a failure, min_refresh. A `file`
+    /// source is also `stat`ed every min(refresh_interval, 1 s) and re-read when its size or mtime
+    /// changes. The loop also discards the keys once `max_stale` passes without a success.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let poll = match self.settings.source {
+            JwksSource::File(_) => Some(self.settings.refresh_interval.min(FILE_POLL)),
+            _ => None,
+        };
+        let mut last_seen: Option<Option<FileSig>> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            self.expire_if_stale();
+            let now = Instant::now();
+            let (due, stale_at) = {
+                let st = self.state.lock();
+                let stale_at = if st.stale_cleared {
+                    None
+                } else {
+                    st.last_success.map(|t| after(t, self.settings.max_stale))
+                };
+                (st.next_due, stale_at)
+            };
+            let mut fetch = due.is_none_or(|d| d <= now);
+            if !fetch {
+                if let (Some(_), JwksSource::File(path)) = (poll, &self.settings.source) {
+                    let sig = file_sig(path).await;
+                    fetch = last_seen.is_some_and(|seen| seen != sig);
+                    last_seen = Some(sig);
+                }
+            }
+            if fetch {
+                if let JwksSource::File(path) = &self.settings.source {
+                    last_seen = Some(file_sig(path).await);
+                }
+                let Flight::Wait(mut done) = self.start_or_join() else {
+                    return; // no runtime to spawn on, or the provider is being dropped
+                };
+                tokio::select! {
+                    _ = done.changed() => {}
+                    r = shutdown.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+            let mut wake = due.unwrap_or(now);
+            if let Some(s) = stale_at {
+                wake = wake.min(after(s, Duration::from_millis(1)));
+            }
+            if let Some(p) = poll {
+                wake = wake.min(after(now, p));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                r = shutdown.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// For `GET /admin/status` and `/readyz` reasons.
+    pub fn status(&self) -> ProviderStatus {
+        let keys = self.keys();
+        let (last_refresh, last_error, fresh) = {
+            let st = self.state.lock();
+            (
+                st.last_success_unix,
+                st.last_error.clone(),
+                st.last_success
+                    .is_some_and(|t| t.elapsed() <= self.settings.max_stale),
+            )
+        };
+        ProviderStatus {
+            name: self.name.clone(),
+            keys: keys.kids(),
+            last_refresh,
+            last_error,
+            ready: fresh && !keys.is_empty(),
+        }
+    }
+
+    /// Subscribe to key-set changes (so the verified-token cache can drop entries of removed keys).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Joins the running fetch or starts one, ignoring the unknown-kid rate limit (the schedule
+    /// already keeps scheduled fetches `min_refresh` apart).
+    fn start_or_join(&self) -> Flight {
+        let mut st = self.state.lock();
+        if st.fetching {
+            Flight::Wait(self.attempts.subscribe())
+        } else {
+            self.start_locked(&mut st)
+        }
+    }
+
+    /// Spawns the fetch task. The caller holds the state lock and has checked `!st.fetching`; the
+    /// waiter subscribes before the task can finish, so it cannot miss the completion.
+    fn start_locked(&self, st: &mut State) -> Flight {
+        let Some(me) = self.me.upgrade() else {
+            return Flight::Refused;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            log::error!(
+                "provider {}: JWKS fetch requested outside a Tokio runtime",
+                self.name
+            );
+            return Flight::Refused;
+        };
+        st.fetching = true;
+        st.last_started = Some(Instant::now());
+        let done = self.attempts.subscribe();
+        rt.spawn(async move {
+            // Ends the flight even if this task is cancelled or a parser panics.
+            let _flight = FlightGuard(&me);
+            let result = match tokio::time::timeout(me.settings.fetch_timeout, me.fetch()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {:?}", me.settings.fetch_timeout)),
+            };
+            me.apply(result);
+        });
+        Flight::Wait(done)
+    }
+
+    async fn fetch(&self) -> Result<Fetched, String> {
+        match &self.settings.source {
+            JwksSource::Url(url) => self.fetch_url(url).await,
+            JwksSource::File(path) => self.fetch_file(path).await,
+            JwksSource::Discovery { issuer } => {
+                let cached = self.state.lock().jwks_uri.clone();
+                let url = match cached {
+                    Some(u) => u,
+                    None => {
+                        let u = self.discover(issuer).await?;
+                        self.state.lock().jwks_uri = Some(u.clone());
+                        u
+                    }
+                };
+                self.fetch_url(&url).await
+            }
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        self.client.as_ref().map_err(Clone::clone)
+    }
+
+    async fn fetch_url(&self, url: &str) -> Result<Fetched, String> {
+        check_jwks_url(url)?;
+        let etag = {
+            let st = self.state.lock();
+            st.etag
+                .as_ref()
+                .filter(|(for_url, _)| for_url == url)
+                .map(|(_, tag)| tag.clone())
+        };
+        let mut req = self.client()?.get(url).header(
+            ACCEPT,
+            HeaderValue::from_static("application/jwk-set+json, application/json"),
+        );
+        let conditional = etag.is_some();
+        if let Some(tag) = etag {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
+        let mut resp = req.send().await.map_err(|e| describe(&e))?;
+        let max_age = cache_max_age(resp.headers());
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_MODIFIED if conditional => return Ok(Fetched::NotModified { max_age }),
+            s => return Err(format!("{url}: unexpected HTTP status {}", s.as_u16())),
+        }
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .map(|tag| (url.to_owned(), tag.clone()));
+        let body = read_capped(&mut resp)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok(Fetched::Body {
+            body,
+            etag,
+            max_age,
+            file_sig: None,
+        })
+    }
+
+    /// OpenID discovery: returns the `jwks_uri`, checked against the same URL policy.
+    async fn discover(&self, issuer: &str) -> Result<String, String> {
+        let url = discovery_url(issuer);
+        check_jwks_url(&url)?;
+        let mut resp = self
+            .client()?
+            .get(&url)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!(
+                "{url}: unexpected HTTP status {}",
+                resp.status().as_u16()
+            ));
+        }
+        let body = read_capped(&mut resp)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("{url}: invalid JSON: {e}"))?;
+        // OpenID Connect Discovery §4.3: the document must be about the issuer we asked for
+        // (a mismatch means a mix-up or a misrouted request).
+        if let Some(found) = doc.get("issuer") {
+            let same = found
+                .as_str()
+                .is_some_and(|f| f.strip_suffix('/').unwrap_or(f) == trim_slash(issuer));
+            if !same {
+                let shown: String = found.to_string().chars().take(200).collect();
+                return Err(format!("{url}: issuer {shown} does not match {issuer:?}"));
+            }
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{url}: no jwks_uri string"))?;
+        check_jwks_url(jwks_uri).map_err(|e| format!("{url}: jwks_uri: {e}"))?;
+        Ok(jwks_uri.to_owned())
+    }
+
+    async fn fetch_file(&self, path: &Path) -> Result<Fetched, String> {
+        let shown = path.display();
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let sig = FileSig {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        };
+        if self.state.lock().file_good == Some(sig) {
+            return Ok(Fetched::NotModified { max_age: None });
+        }
+        if meta.len() > MAX_JWKS_BYTES as u64 {
+            return Err(format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let mut body = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_JWKS_BYTES as u64 + 1)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        Ok(Fetched::Body {
+            body,
+            etag: None,
+            max_age: None,
+            file_sig: Some(sig),
+        })
+    }
+
+    /// Records the outcome of one attempt: keys, schedule, status and metrics.
+    fn apply(&self, result: Result<Fetched, String>) {
+        let result = result.and_then(|fetched| match fetched {
+            Fetched::NotModified { .. } if self.keys.load().is_empty() => {
+                // Our keys were discarded (max_stale) while this request carried their ETag.
+                Err("304 Not Modified but no keys are held".to_owned())
+            }
+            Fetched::NotModified { max_age } => Ok((None, max_age)),
+            Fetched::Body {
+                body,
+                etag,
+                max_age,
+                file_sig,
+            } => {
+                let parsed = parse_jwks(&body, &self.settings.algorithms)
+                    .map_err(|e| format!("invalid JWKS: {e}"))?;
+                for r in &parsed.rejected {
+                    log::warn!(
+                        "provider {}: JWKS key {} ignored: {}",
+                        self.name,
+                        r.kid
+                            .as_deref()
+                            .map_or("without kid".to_owned(), |k| format!("{k:?}")),
+                        r.reason
+                    );
+                }
+                if parsed.keys.is_empty() {
+                    return Err(format!(
+                        "JWKS has no usable keys ({} rejected)",
+                        parsed.rejected.len()
+                    ));
+                }
+                Ok((Some((parsed.keys, etag, file_sig)), max_age))
+            }
+        });
+        let now = Instant::now();
+        let provider = self.name.as_str();
+        match result {
+            Ok((fresh, max_age)) => {
+                let unix = unix_now();
+                let changed = {
+                    let mut st = self.state.lock();
+                    st.last_success = Some(now);
+                    st.last_success_unix = Some(unix);
+                    st.last_error = None;
+                    st.stale_cleared = false;
+                    st.next_due = Some(after(now, self.next_delay(max_age)));
+                    match fresh {
+                        Some((keys, etag, file_sig)) => {
+                            st.etag = etag;
+                            st.file_good = file_sig;
+                            // Kids that were unknown may be in the new set.
+                            st.negative.clear();
+                            let old = self.keys.swap(Arc::new(keys));
+                            Some(old.kids())
+                        }
+                        None => None,
+                    }
+                };
+                let keys = self.keys.load();
+                let result = match changed {
+                    Some(old_kids) => {
+                        self.generation.send_modify(|g| *g += 1);
+                        let kids = keys.kids();
+                        if kids != old_kids {
+                            log::info!("provider {provider}: JWKS loaded, kids {kids:?}");
+                        }
+                        "ok"
+                    }
+                    None => {
+                        log::debug!("provider {provider}: JWKS not modified");
+                        "not_modified"
+                    }
+                };
+                metrics::JWKS_REFRESH
+                    .with_label_values(&[provider, result])
+                    .inc();
+                metrics::JWKS_LAST_SUCCESS
+                    .with_label_values(&[provider])
+                    .set(unix as f64);
+                metrics::JWKS_KEYS
+                    .with_label_values(&[provider])
+                    .set(keys.len() as i64);
+            }
+            Err(e) => {
+                log::warn!(
+                    "provider {provider}: JWKS refresh failed (keeping the last good keys, retry in {:?}): {e}",
+                    self.settings.min_refresh
+                );
+                {
+                    let mut st = self.state.lock();
+                    st.last_error = Some(e);
+                    st.next_due = Some(after(now, self.settings.min_refresh));
+                    st.jwks_uri = None;
+                }
+                metrics::JWKS_REFRESH
+                    .with_label_values(&[provider, "error"])
+                    .inc();
+                self.expire_if_stale();
+                metrics::JWKS_KEYS
+                    .with_label_values(&[provider])
+                    .set(self.keys.load().len() as i64);
+            }
+        }
+    }
+
+    /// Delay to the next scheduled fetch after a success.
+    fn next_delay(&self, max_age: Option<Duration>) -> Duration {
+        let s = &self.settings;
+        max_age
+            .unwrap_or(s.refresh_interval)
+            .min(s.refresh_interval)
+            .max(s.min_refresh)
+    }
+
+    /// Discards the keys once no fetch has succeeded for `max_stale`.
+    fn expire_if_stale(&self) {
+        let discarded = {
+            let mut st = self.state.lock();
+            let stale = !st.stale_cleared
+                && st
+                    .last_success
+                    .is_some_and(|t| t.elapsed() > self.settings.max_stale);
+            if stale {
+                st.stale_cleared = true;
+                st.etag = None;
+                st.file_good = None;
+                let why = format!(
+                    "no successful JWKS fetch for more than {:?}; keys discarded",
+                    self.settings.max_stale
+                );
+                st.last_error = Some(match st.last_error.take() {
+                    Some(last) => format!("{why} (last error: {last})"),
+                    None => why,
+                });
+                self.keys.store(Arc::new(KeySet::empty()));
+            }
+            stale
+        };
+        if discarded {
+            log::error!(
+                "provider {}: no successful JWKS fetch for more than {:?}; keys discarded, tokens of this provider are refused",
+                self.name,
+                self.settings.max_stale
+            );
+            self.generation.send_modify(|g| *g += 1);
+            metrics::JWKS_KEYS.with_label_values(&[&self.name]).set(0);
+        }
+    }
+}
+
+/// Ends a flight: clears `fetching` and wakes every waiter, also when the task is cancelled.
+struct FlightGuard<'a>(&'a ProviderRuntime);
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.fetching = false;
+        self.0.attempts.send_modify(|n| *n += 1);
+    }
+}
+
+/// SPEC "JWKS URLs": `https://` anywhere; `http://` only to loopback (127.0.0.0/8, ::1,
+/// localhost). Credentials in the URL are refused so they can never end up in logs.
+/// Config validation calls this too.
+pub fn check_jwks_url(url: &str) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("URL must not contain credentials".to_owned());
+    }
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("URL {url:?} has no host"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            // The URL parser has already normalised IPv4 shorthands ("127.1") and bracketed IPv6.
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || ip
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "URL {url:?}: http:// is allowed only for loopback hosts; use https://"
+                ))
+            }
+        }
+        other => Err(format!(
+            "URL {url:?}: scheme {other:?} not allowed; use https://"
+        )),
+    }
+}
+
+/// `{issuer}/.well-known/openid-configuration`, with one trailing '/' of the issuer dropped.
+pub fn discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", trim_slash(issuer))
+}
+
+fn trim_slash(s: &str) -> &str {
+    s.strip_suffix('/').unwrap_or(s)
+}
+
+/// No redirects (a redirect could point the fetch anywhere, K2), one total timeout, no proxies
+/// from the environment, no connection pool (fetches are minutes apart, and a pooled connection
+/// would tie this client to whichever runtime first used it).
+fn build_client(fetch_timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(fetch_timeout)
+        .connect_timeout(fetch_timeout)
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the JWKS HTTP client: {}", describe(&e)))
+}
+
+/// Reads the body, refusing anything over `MAX_JWKS_BYTES` without buffering it.
+async fn read_capped(resp: &mut reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("body larger than {MAX_JWKS_BYTES} bytes");
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The smallest `max-age` directive across `Cache-Control` headers (other directives ignored).
+fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| {
+            let (name, value) = d.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("max-age") {
+                return None;
+            }
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })
+        .min()
+        .map(Duration::from_secs)
+}
+
+async fn file_sig(path: &Path) -> Option<FileSig> {
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    Some(FileSig {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
+/// An error with its causes ("error sending request: connection refused"); reqwest's top-level
+/// message alone rarely says what went wrong.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// `t + d`, saturating far in the future instead of panicking on an absurd configured duration.
+fn after(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    t.checked_add(d)
+        .or_else(|| t.checked_add(CENTURY))
+        .unwrap_or(t)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// One request as the test server saw it (lower-cased header names).
+    #[derive(Clone, Debug)]
+    struct Seen {
+        path: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    struct Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        delay: Duration,
+    }
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+    /// A real loopback HTTP/1.1 server: one request per connection, answered by a swappable handler.
+    struct Server {
+        base: String,
+        hits: Arc<AtomicUsize>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+        handler: Arc<Mutex<Arc<Handler>>>,
+    }
+
+    impl Server {
+        async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let hits = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let handler: Arc<Mutex<Arc<Handler>>> =
+                Arc::new(Mutex::new(Arc::new(Box::new(handler))));
+            let (h, s, hd) = (hits.clone(), seen.clone(), handler.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut conn, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (h, s, hd) = (h.clone(), s.clone(), hd.clone());
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let head = String::from_utf8_lossy(&buf).to_string();
+                        let mut lines = head.split("\r\n");
+                        let path = lines
+                            .next()
+                            .and_then(|l| l.split(' ').nth(1))
+                            .unwrap_or("")
+                            .to_owned();
+                        let headers = lines
+                            .filter_map(|l| l.split_once(':'))
+                            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                            .collect();
+                        let req = Seen { path, headers };
+                        h.fetch_add(1, Ordering::SeqCst);
+                        s.lock().push(req.clone());
+                        let handler = hd.lock().clone();
+                        let r = handler(&req);
+                        if !r.delay.is_zero() {
+                            tokio::time::sleep(r.delay).await;
+                        }
+                        let mut out = format!(
+                            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                            r.status,
+                            r.body.len()
+                        );
+                        for (n, v) in &r.headers {
+                            out.push_str(&format!("{n}: {v}\r\n"));
+                        }
+                        out.push_str("\r\n");
+                        let mut bytes = out.into_bytes();
+                        bytes.extend_from_slice(&r.body);
+                        let _ = conn.write_all(&bytes).await;
+                        let _ = conn.shutdown().await;
+                    });
+                }
+            });
+            Server {
+                base,
+                hits,
+                seen,
+                handler,
+            }
+        }
+
+        fn set(&self, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) {
+            *self.handler.lock() = Arc::new(Box::new(handler));
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+
+        fn last(&self) -> Seen {
+            self.seen.lock().last().cloned().unwrap()
+        }
+    }
+
+    fn jwks(kids: &[&str]) -> String {
+        let keys: Vec<String> = kids
+            .iter()
+            .map(|k| format!(r#"{{"kid":"{k}","kty":"EC"}}"#))
+            .collect();
+        format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+    }
+
+    fn settings(source: JwksSource) -> JwksSettings {
+        JwksSettings {
+            source,
+            refresh_interval: Duration::from_secs(60),
+            min_refresh: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(2),
+            max_stale: Duration::from_secs(3600),
+            algorithms: vec![Alg::ES256],
+        }
+    }
+
+    /// A provider name unique to the test, so the global metric series do not collide.
+    fn unique(name: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!("{name}-{}", N.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// One forced fetch, as the background loop does it.
+    async fn fetch_now(p: &ProviderRuntime) {
+        let Flight::Wait(mut done) = p.start_or_join() else {
+            panic!("fetch refused");
+        };
+        done.changed().await.unwrap();
+    }
+
+    fn refreshes(p: &ProviderRuntime, result: &str) -> u64 {
+        metrics::JWKS_REFRESH
+            .with_label_values(&[p.name(), result])
+            .get()
+    }
+
+    async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + limit;
+        while !cond() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn url_fetch_loads_keys_and_feeds_metrics() {
+        let srv = Server::start(|_| reply(200, &jwks(&["a", "b"]))).await;
+        let p = ProviderRuntime::new(
+            &unique("url-ok"),
+            settings(JwksSource::Url(format!("{}/jwks.json", srv.base))),
+        );
+        assert!(!p.is_ready());
+        assert!(p.keys().is_empty());
+        let mut generation = p.subscribe();
+        fetch_now(&p).await;
+        assert_eq!(p.keys().kids(), vec!["a", "b"]);
+        assert!(p.is_ready());
+        assert!(generation.has_changed().unwrap());
+        assert_eq!(*generation.borrow_and_update(), 1);
+        assert_eq!(srv.last().path, "/jwks.json");
+        let st = p.status();
+        assert_eq!(st.keys, vec!["a", "b"]);
+        assert!(st.ready);
+        assert!(st.last_error.is_none());
+        assert!(st.last_refresh.unwrap() > 1_600_000_000);
+        assert_eq!(refreshes(&p, "ok"), 1);
+        assert_eq!(metrics::JWKS_KEYS.with_label_values(&[p.name()]).get(), 2);
+        let ts = metrics::JWKS_LAST_SUCCESS
+            .with_label_values(&[p.name()])
+            .get();
+        assert_eq!(ts as i64, st.last_refresh.unwrap());
+    }
+
+    #[tokio::test]
+    async fn etag_revalidation_gives_not_modified_and_keeps_keys() {
+        let srv = Server::start(|req| {
+            if req.header("if-none-match") == Some("\"v1\"") {
+                return reply(304, "");
+            }
+            let mut r = reply(200, &jwks(&["a"]));
+            r.headers.push(("ETag", "\"v1\"".into()));
+            r
+        })
+        .await;
+        let p = ProviderRuntime::new(
+            &unique("etag"),
+            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
+        );
+        let generation = p.subscribe();
+        fetch_now(&p).await;
+        assert!(srv.last().header("if-none-match").is_none());
+        let first = p.status().last_refresh;
+        fetch_now(&p).await;
+        assert_eq!(srv.hits(), 2);
+        assert_eq!(srv.last().header("if-none-match"), Some("\"v1\""));
+        assert_eq!(refreshes(&p, "ok"), 1);
+        assert_eq!(refreshes(&p, "not_modified"), 1);
+        assert_eq!(p.keys().kids(), vec!["a"]);
+        assert!(p.is_ready());
+        assert!(p.status().last_refresh >= first);
+        // A 304 is not a key-set change.
+        assert_eq!(*generation.borrow(), 1);
+    }
+
+    #[tokio::test]
+    async fn unsolicited_304_is_an_error() {
+        let srv = Server::start(|_| reply(304, "")).await;
+        let p = ProviderRuntime::new(
+            &unique("304"),
+            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
+        );
+        fetch_now(&p).await;
+        assert_eq!(refreshes(&p, "error"), 1);
+        assert!(!p.is_ready());
+    }
+
+    #[test]
+    fn max_age_is_parsed_and_clamped() {
+        let mut h = HeaderMap::new();
+        assert_eq!(cache_max_age(&h), None);
+        h.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, s-maxage=5, max-age=120"),
+        );
+        assert_eq!(cache_max_age(&h), Some(Duration::from_secs(120)));
+        h.append(CACHE_CONTROL, HeaderValue::from_static("MAX-AGE=\"90\""));
+        assert_eq!(cache_max_age(&h), Some(Duration::from_secs(90)));
+
+        let mut s = settings(JwksSource::Url("https://x/".into()));
+        s.min_refresh = Duration::from_secs(30);
+        s.refresh_interval = Duration::from_secs(300);
+        let p = ProviderRuntime::new(&unique("clamp"), s);
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(p.next_delay(None), Duration::from_secs(300));
+        assert_eq!(p.next_delay(secs(0)), Duration::from_secs(30));
+        assert_eq!(p.next_delay(secs(120)), Duration::from_secs(120));
+        assert_eq!(p.next_delay(secs(86_400)), Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn max_age_sets_the_next_scheduled_fetch() {
+        let srv = Server::start(|_| {
+            let mut r = reply(200, &jwks(&["a"]));
+            r.headers.push(("Cache-Control", "max-age=45".into()));
+            r
+        })
+        .await;
+        let p = ProviderRuntime::new(
+            &unique("maxage"),
+            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
+        );
+        fetch_now(&p).await;
+        let due = p.state.lock().next_due.unwrap();
+        let delay = due.duration_since(Instant::now());
+        assert!(
+            delay > Duration::from_secs(40) && delay <= Duration::from_secs(45),
+            "{delay:?}"
+        );
+
+        // The loop follows the schedule: max-age=0 means "every min_refresh".
+        srv.set(|_| {
+            let mut r = reply(200, &jwks(&["a"]));
+            r.headers.push(("Cache-Control", "max-age=0".into()));
+            r
+        });
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.min_refresh = Duration::from_millis(40);
+        let p = ProviderRuntime::new(&unique("maxage-loop"), s);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let n = refreshes(&p, "ok");
+        assert!((4..=9).contains(&n), "{n} fetches in 300 ms");
+    }
+
+    #[tokio::test]
+    async fn failures_keep_the_last_good_keys() {
+        let srv = Server::start(|_| reply(200, &jwks(&["good"]))).await;
+        let p = ProviderRuntime::new(
+            &unique("keep"),
+            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
+        );
+        fetch_now(&p).await;
+        let bad: Vec<Handler> = vec![
+            Box::new(|_| reply(500, "oops")),
+            Box::new(|_| reply(200, "not json")),
+            Box::new(|_| reply(200, r#"{"keys":[]}"#)),
+            Box::new(|_| reply(200, r#"{"keys":[{"kty":"EC"}]}"#)),
+            Box::new(|_| {
+                let mut r = reply(302, "");
+                r.headers.push(("Location", "/elsewhere".into()));
+                r
+            }),
+            Box::new(|_| reply(200, &" ".repeat(MAX_JWKS_BYTES + 1))),
+        ];
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.fetch_timeout = Duration::from_millis(200);
+        let p2 = ProviderRuntime::new(&unique("keep-timeout"), s);
+        for (i, h) in bad.into_iter().enumerate() {
+            srv.set(h);
+            fetch_now(&p).await;
+            assert_eq!(p.keys().kids(), vec!["good"], "case {i}");
+            assert!(p.is_ready(), "case {i}");
+            assert!(p.status().last_error.is_some(), "case {i}");
+            assert_eq!(refreshes(&p, "error"), i as u64 + 1);
+        }
+        assert!(!srv.seen.lock().iter().any(|r| r.path == "/elsewhere"));
+        // Timeouts: a slow server and a short fetch_timeout.
+        srv.set(|_| {
+            let mut r = reply(200, &jwks(&["late"]));
+            r.delay = Duration::from_millis(500);
+            r
+        });
+        fetch_now(&p2).await;
+        assert!(p2.keys().is_empty());
+        let err = p2.status().last_error.unwrap();
+        assert!(
+            err.contains("timed out") || err.contains("timeout"),
+            "{err}"
+        );
+        // Back to a good answer: error cleared.
+        srv.set(|_| reply(200, &jwks(&["good", "new"])));
+        fetch_now(&p).await;
+        assert_eq!(p.keys().kids(), vec!["good", "new"]);
+        assert!(p.status().last_error.is_none());
+    }
+
+    #[tokio::test]
+    async fn error_backs_off_for_min_refresh() {
+        let srv = Server::start(|_| reply(503, "")).await;
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.min_refresh = Duration::from_millis(100);
+        let p = ProviderRuntime::new(&unique("backoff"), s);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let n = srv.hits();
+        assert!((3..=5).contains(&n), "{n} fetches in 350 ms");
+    }
+
+    #[tokio::test]
+    async fn max_stale_discards_keys_and_a_success_restores_them() {
+        let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.min_refresh = Duration::from_millis(20);
+        s.refresh_interval = Duration::from_millis(20);
+        s.max_stale = Duration::from_millis(150);
+        let p = ProviderRuntime::new(&unique("stale"), s);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
+        srv.set(|_| reply(500, ""));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(p.keys().kids(), vec!["a"], "kept while within max_stale");
+        eventually("keys discarded", Duration::from_secs(2), || {
+            p.keys().is_empty()
+        })
+        .await;
+        assert!(!p.is_ready());
+        let st = p.status();
+        assert!(!st.ready);
+        assert!(st.keys.is_empty());
+        assert!(st.last_error.unwrap().contains("keys discarded"));
+        assert_eq!(metrics::JWKS_KEYS.with_label_values(&[p.name()]).get(), 0);
+        assert!(!p.refresh_for_kid("a").await);
+        srv.set(|_| reply(200, &jwks(&["a"])));
+        eventually("restored", Duration::from_secs(2), || p.is_ready()).await;
+        assert_eq!(p.keys().kids(), vec!["a"]);
+        assert!(p.status().last_error.is_none());
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unknown_kid_storm_costs_at_most_one_fetch_per_min_refresh() {
+        let srv = Server::start(|_| {
+            let mut r = reply(200, &jwks(&["real"]));
+            r.delay = Duration::from_millis(50);
+            r
+        })
+        .await;
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.min_refresh = Duration::from_millis(400);
+        let p = ProviderRuntime::new(&unique("storm"), s);
+        let storm = |tag: &'static str| {
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let p = p.clone();
+                    tokio::spawn(async move { p.refresh_for_kid(&format!("{tag}-{i}")).await })
+                })
+                .collect();
+            async move {
+                for t in tasks {
+                    assert!(!t.await.unwrap());
+                }
+            }
+        };
+        let start = Instant::now();
+        storm("first").await;
+        assert_eq!(srv.hits(), 1, "concurrent callers share one fetch");
+        assert_eq!(p.keys().kids(), vec!["real"]);
+        storm("second").await;
+        assert!(start.elapsed() < Duration::from_millis(400));
+        assert_eq!(srv.hits(), 1, "rate-limited within min_refresh");
+        // A kid already found unknown is answered from the negative cache, without a fetch.
+        let t = Instant::now();
+        assert!(!p.refresh_for_kid("first-7").await);
+        assert!(t.elapsed() < Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(420)).await;
+        storm("third").await;
+        assert_eq!(srv.hits(), 2, "one more fetch once min_refresh has passed");
+    }
+
+    #[tokio::test]
+    async fn refresh_for_kid_finds_a_newly_published_key() {
+        let srv = Server::start(|_| reply(200, &jwks(&["old"]))).await;
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.min_refresh = Duration::from_millis(100);
+        let p = ProviderRuntime::new(&unique("rotate"), s);
+        fetch_now(&p).await;
+        assert!(p.refresh_for_kid("old").await);
+        srv.set(|_| reply(200, &jwks(&["old", "new"])));
+        // Within min_refresh of the last fetch: no fetch, so not found yet.
+        assert!(!p.refresh_for_kid("new").await);
+        assert_eq!(srv.hits(), 1);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(p.refresh_for_kid("new").await);
+        assert_eq!(srv.hits(), 2);
+        assert_eq!(p.keys().kids(), vec!["new", "old"]);
+    }
+
+    #[tokio::test]
+    async fn refresh_for_kid_waits_at_most_fetch_timeout() {
+        let srv = Server::start(|_| {
+            let mut r = reply(200, &jwks(&["k"]));
+            r.delay = Duration::from_secs(5);
+            r
+        })
+        .await;
+        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
+        s.fetch_timeout = Duration::from_millis(150);
+        let p = ProviderRuntime::new(&unique("wait"), s);
+        let t = Instant::now();
+        assert!(!p.refresh_for_kid("k").await);
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn discovery_finds_jwks_uri() {
+        let srv = Server::start(|_| reply(404, "")).await;
+        let base = srv.base.clone();
+        let issuer = format!("{base}/realm");
+        let iss = issuer.clone();
+        srv.set(move |req| match req.path.as_str() {
+            "/realm/.well-known/openid-configuration" => reply(
+                200,
+                &format!(r#"{{"issuer":"{iss}","jwks_uri":"{base}/realm/certs"}}"#),
+            ),
+            "/realm/certs" => reply(200, &jwks(&["d1"])),
+            _ => reply(404, ""),
+        });
+        let p = ProviderRuntime::new(
+            &unique("disco"),
+            settings(JwksSource::Discovery {
+                issuer: format!("{issuer}/"),
+            }),
+        );
+        fetch_now(&p).await;
+        assert_eq!(p.keys().kids(), vec!["d1"], "{:?}", p.status().last_error);
+        assert_eq!(srv.hits(), 2);
+        // The jwks_uri is cached: a second refresh does not re-discover.
+        fetch_now(&p).await;
+        assert_eq!(srv.hits(), 3);
+        assert_eq!(srv.last().path, "/realm/certs");
+
+        // A failure drops the cached jwks_uri, so the next attempt re-discovers.
+        srv.set(|_| reply(500, ""));
+        fetch_now(&p).await;
+        assert_eq!(p.keys().kids(), vec!["d1"]);
+        fetch_now(&p).await;
+        assert_eq!(srv.last().path, "/realm/.well-known/openid-configuration");
+    }
+
+    #[tokio::test]
+    async fn discovery_refuses_bad_documents() {
+        let srv = Server::start(|_| reply(404, "")).await;
+        let issuer = srv.base.clone();
+        let cases = [
+            r#"{"jwks_uri":"http://example.com/certs"}"#.to_owned(),
+            format!(r#"{{"issuer":"https://evil.example","jwks_uri":"{issuer}/certs"}}"#),
+            r#"{"issuer":1}"#.to_owned(),
+            "{}".to_owned(),
+        ];
+        for (i, doc) in cases.into_iter().enumerate() {
+            srv.set(move |_| reply(200, &doc));
+            let p = ProviderRuntime::new(
+                &unique("disco-bad"),
+                settings(JwksSource::Discovery {
+                    issuer: issuer.clone(),
+                }),
+            );
+            fetch_now(&p).await;
+            assert!(p.keys().is_empty(), "case {i}");
+            assert_eq!(refreshes(&p, "error"), 1, "case {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn file_source_is_reread_after_an_edit() {
+        let dir = std::env::temp_dir().join(unique("portcullis-jwks-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, jwks(&["f1"])).unwrap();
+        let mut s = settings(JwksSource::File(path.clone()));
+        s.refresh_interval = Duration::from_millis(30);
+        s.min_refresh = Duration::from_millis(30);
+        let p = ProviderRuntime::new(&unique("file"), s);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
+        assert_eq!(p.keys().kids(), vec!["f1"]);
+
+        std::fs::write(&path, jwks(&["f1", "f2"])).unwrap();
+        eventually("re-read", Duration::from_secs(2), || p.keys().len() == 2).await;
+        // A broken edit keeps the last good keys.
+        std::fs::write(&path, "{ broken").unwrap();
+        let errors = || refreshes(&p, "error");
+        eventually("bad edit seen", Duration::from_secs(2), || errors() >= 1).await;
+        assert_eq!(p.keys().kids(), vec!["f1", "f2"]);
+        // Unchanged file: re-checked on schedule as not_modified, not re-parsed in a hot loop.
+        std::fs::write(&path, jwks(&["f3"])).unwrap();
+        eventually("fixed", Duration::from_secs(2), || {
+            p.keys().kids() == ["f3"]
+        })
+        .await;
+        eventually("not_modified", Duration::from_secs(2), || {
+            refreshes(&p, "not_modified") >= 1
+        })
+        .await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(refreshes(&p, "ok") <= 4, "{}", refreshes(&p, "ok"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_or_missing_file_is_an_error() {
+        let dir = std::env::temp_dir().join(unique("portcullis-jwks-big"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, " ".repeat(MAX_JWKS_BYTES + 1)).unwrap();
+        let p = ProviderRuntime::new(&unique("file-big"), settings(JwksSource::File(path)));
+        fetch_now(&p).await;
+        assert!(p.status().last_error.unwrap().contains("larger than"));
+        let p = ProviderRuntime::new(
+            &unique("file-missing"),
+            settings(JwksSource::File(dir.join("nope.json"))),
+        );
+        fetch_now(&p).await;
+        assert_eq!(refreshes(&p, "error"), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn run_stops_on_shutdown() {
+        let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
+        let p = ProviderRuntime::new(
+            &unique("stop"),
+            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
+        );
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        eventually("load", Duration::from_secs(2), || p.is_ready()).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+        // Dropping the sender also ends the loop.
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(p.clone().run(rx));
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn absurd_durations_do_not_panic() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now);
+        let mut s = settings(JwksSource::Url("https://x/".into()));
+        s.refresh_interval = Duration::MAX;
+        s.max_stale = Duration::MAX;
+        let p = ProviderRuntime::new(&unique("absurd"), s);
+        assert_eq!(p.next_delay(None), Duration::MAX);
+        assert!(!p.is_ready());
+    }
+
+    #[test]
+    fn jwks_url_policy() {
+        for ok in [
+            "https://id.example.com/jwks.json",
+            "https://10.0.0.1/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.1.2.3/jwks",
+            "http://[::1]:9000/jwks",
+            "http://localhost/jwks",
+            "http://LOCALHOST:1/jwks",
+        ] {
+            assert!(check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://id.example.com/jwks.json",
+            "http://10.0.0.1/jwks",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0.0.0.0/jwks",
+            "http://[::ffff:127.0.0.1]/jwks",
+            "http://localhost.evil.com/jwks",
+            "http://127.0.0.1.nip.io/jwks",
+            "file:///etc/passwd",
+            "ftp://id.example.com/jwks",
+            "https://user:pw@id.example.com/jwks",
+            "not a url",
+            "",
+        ] {
+            assert!(check_jwks_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            discovery_url("https://id.example.com/"),
+            "https://id.example.com/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://id.example.com/realms/x"),
+            "https://id.example.com/realms/x/.well-known/openid-configuration"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_to_an_unreachable_host_is_a_clean_error() {
+        // Exercises the rustls client build and a failing TLS connect (nothing listens on :1).
+        let p = ProviderRuntime::new(
+            &unique("tls"),
+            settings(JwksSource::Url("https://127.0.0.1:1/jwks".into())),
+        );
+        assert!(p.client.is_ok());
+        fetch_now(&p).await;
+        assert!(p.status().last_error.is_some());
+        assert!(p.keys().is_empty());
+    }
+}
