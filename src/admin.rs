@@ -32,6 +32,34 @@ pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp
     resp
 }
 
+impl AdminApp {
+    /// Ready once every provider holds a usable key set; with no providers, at once.
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let snap = self.shared.snapshot.load();
+        let waiting: Vec<String> = snap
+            .auth
+            .iter()
+            .flat_map(|a| a.providers().iter())
+            .filter(|p| !p.keys.is_ready())
+            .map(|p| {
+                let st = p.status();
+                match st.last_error {
+                    Some(e) => format!("provider {}: no usable keys ({e})", st.name),
+                    None => format!("provider {}: no usable keys yet", st.name),
+                }
+            })
+            .collect();
+        if waiting.is_empty() {
+            json_response(StatusCode::OK, serde_json::json!({"status": "ready"}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not_ready", "reasons": waiting}),
+            )
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -41,9 +69,7 @@ impl ServeHttp for AdminApp {
             ("GET", "/healthz") => {
                 json_response(StatusCode::OK, serde_json::json!({"status": "ok"}))
             }
-            ("GET", "/readyz") => {
-                json_response(StatusCode::OK, serde_json::json!({"status": "ready"}))
-            }
+            ("GET", "/readyz") => self.readiness(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),

@@ -16,14 +16,17 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{self, AccessLog};
+use crate::auth::gate::{self, Decision};
+use crate::auth::verifier::VerifiedToken;
 use crate::config::validate::STANDARD_METHODS;
+use crate::config::AuthMode;
 use crate::forwarding::{self, ForwardedFor};
 use crate::hygiene::{self, RequestTarget};
 use crate::metrics;
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::routing::RouteMatch;
-use crate::runtime::Snapshot;
-use crate::upstream::{HashKey, HealthRegistry, Tried};
+use crate::runtime::{Persistent, Snapshot};
+use crate::upstream::{HashKey, Tried};
 
 /// Which listener a proxy service serves; decides redirects, HSTS and internal-route visibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,7 @@ pub enum ListenerKind {
 /// State shared by every proxy service and the admin API; replaced piecewise on reload.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
-    pub health: HealthRegistry,
+    pub keep: Persistent,
     pub access_log: Option<AccessLog>,
 }
 
@@ -64,6 +67,8 @@ pub struct Ctx {
     upstream_status: Option<u16>,
     upstream_start: Option<Instant>,
     body_bytes: u64,
+    verified: Option<Arc<VerifiedToken>>,
+    auth_label: Option<&'static str>,
 }
 
 /// What the request filter decided.
@@ -172,6 +177,13 @@ impl Gateway {
             // Exactly the no-route answer: an allowlisted route must not reveal that it exists.
             return Verdict::Respond(LocalResponse::not_found());
         }
+        if route.auth.mode != AuthMode::None && query.is_some_and(has_access_token_param) {
+            // Tokens travel in the Authorization header only (RFC 6750 §2.3 is off); a query
+            // token would be logged and forwarded by everything downstream.
+            return Verdict::Respond(LocalResponse::bad_request(
+                "access_token in the query is not accepted",
+            ));
+        }
         ctx.route = Some(idx);
         ctx.host = host;
 
@@ -199,6 +211,12 @@ impl Gateway {
             _ => "",
         }
     }
+}
+
+fn has_access_token_param(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next().is_some_and(|k| k == "access_token"))
 }
 
 /// Request line plus header lines, as `limits.max_header_bytes` counts them.
@@ -275,6 +293,12 @@ fn strip_route_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn client_addr(session: &Session) -> IpAddr {
     session
         .client_addr()
@@ -303,6 +327,8 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             upstream_start: None,
             body_bytes: 0,
+            verified: None,
+            auth_label: None,
         }
     }
 
@@ -326,8 +352,34 @@ impl ProxyHttp for Gateway {
             &snap.trusted_proxies,
         );
         session.set_keepalive(Some(snap.limits.keepalive_timeout.whole_secs_ceil()));
-        let verdict = self.inspect(session, ctx, &snap);
+        let mut verdict = self.inspect(session, ctx, &snap);
         ctx.snap = Some(Arc::clone(&snap));
+        if let (Verdict::Proxy, Some(route)) =
+            (&verdict, ctx.route.and_then(|i| snap.routes.get(i)))
+        {
+            let mut values: [&[u8]; 2] = [&[], &[]];
+            let mut n = 0;
+            for v in session.req_header().headers.get_all(header::AUTHORIZATION) {
+                if let Some(slot) = values.get_mut(n) {
+                    *slot = v.as_bytes();
+                }
+                n += 1;
+            }
+            let values = values.get(..n.min(2)).unwrap_or_default();
+            let decision =
+                gate::decide(snap.auth.as_deref(), &route.auth, values, unix_now()).await;
+            if let Some(label) = decision.label() {
+                ctx.auth_label = Some(label);
+                metrics::AUTH_DECISIONS
+                    .with_label_values(&[route.name.as_str(), label])
+                    .inc();
+            }
+            match decision {
+                Decision::Allowed(token) => ctx.verified = Some(token),
+                Decision::Denied { response, .. } => verdict = Verdict::Respond(response),
+                Decision::Skipped | Decision::Anonymous => {}
+            }
+        }
         match verdict {
             Verdict::Proxy => Ok(false),
             Verdict::Respond(resp) => {
@@ -386,7 +438,12 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get(h)
                 .map_or(&[][..], |v| v.as_bytes()),
-            HashKey::Claim(_) => &[],
+            HashKey::Claim(name) => ctx
+                .verified
+                .as_ref()
+                .and_then(|t| t.claims.get(name.as_str()))
+                .and_then(|v| v.as_str())
+                .map_or(&[][..], str::as_bytes),
         };
         match up.select(key, &ctx.tried) {
             Some(i) => {
@@ -470,13 +527,24 @@ impl ProxyHttp for Gateway {
             host: ctx.host.as_deref(),
             request_id: &ctx.request_id,
         };
-        let strip_auth = false;
+        let route = ctx.route.and_then(|i| snap.routes.get(i));
+        let strip_auth =
+            !snap.forward_authorization && route.is_some_and(|r| r.auth.mode != AuthMode::None);
         forwarding::sanitize_upstream_request(
             upstream_request,
             &snap.identity_names,
             strip_auth,
             &fwd,
-        )
+        )?;
+        if let Some(token) = &ctx.verified {
+            for ih in &snap.identity_headers {
+                if let Some(raw) = gate::identity_value(token, &ih.claim_path) {
+                    upstream_request
+                        .insert_header(ih.header.clone(), forwarding::encode_claim_value(&raw))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -605,7 +673,7 @@ impl ProxyHttp for Gateway {
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 bytes_sent: session.body_bytes_sent(),
                 bytes_received: session.body_bytes_read(),
-                auth: None,
+                auth: ctx.auth_label,
             });
         }
     }

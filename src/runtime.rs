@@ -7,10 +7,75 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use parking_lot::Mutex;
 
-use crate::config::{self, AuthMode, LoadedConfig, Visibility};
+use crate::auth::authenticator::{Authenticator, KeySource, Provider};
+use crate::auth::cache::TokenCache;
+use crate::auth::gate::RouteAuth;
+use crate::auth::jwk::Alg;
+use crate::auth::policy::AccessPolicy;
+use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
+use crate::auth::verifier::ValidationPolicy;
+use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
+use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
 use crate::upstream::{HealthRegistry, Upstream};
+
+/// State that outlives any one config: reloads reuse these instead of starting cold, so a reload
+/// keeps peer health, verified tokens, fetched key sets and every revocation.
+pub struct Persistent {
+    pub health: HealthRegistry,
+    pub revocations: Arc<RevocationList>,
+    token_cache: Mutex<Option<(TokenCacheConf, Arc<TokenCache>)>>,
+    providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
+}
+
+impl Persistent {
+    pub fn new(revocations: Arc<RevocationList>) -> Persistent {
+        Persistent {
+            health: HealthRegistry::default(),
+            revocations,
+            token_cache: Mutex::new(None),
+            providers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn token_cache(&self, conf: &TokenCacheConf) -> Arc<TokenCache> {
+        let mut slot = self.token_cache.lock();
+        if let Some((old_conf, cache)) = slot.as_ref() {
+            if old_conf.max_entries == conf.max_entries && old_conf.max_ttl == conf.max_ttl {
+                return Arc::clone(cache);
+            }
+        }
+        let cache = Arc::new(TokenCache::new(
+            conf.max_entries,
+            conf.max_ttl.get().as_secs() as i64,
+        ));
+        *slot = Some((conf.clone(), Arc::clone(&cache)));
+        cache
+    }
+
+    /// The runtime for a provider, reused when its JWKS settings are unchanged so a reload does
+    /// not refetch keys (or lose them if the IdP is down at that moment).
+    fn provider_runtime(&self, name: &str, settings: JwksSettings) -> Arc<ProviderRuntime> {
+        let mut map = self.providers.lock();
+        if let Some(rt) = map.get(name) {
+            if *rt.settings() == settings {
+                return Arc::clone(rt);
+            }
+        }
+        let rt = ProviderRuntime::new(name, settings);
+        map.insert(name.to_string(), Arc::clone(&rt));
+        rt
+    }
+
+    /// Drops runtimes no snapshot uses any more; their refresh loops stop when they notice.
+    pub fn retain_providers(&self, in_use: &[Arc<ProviderRuntime>]) {
+        self.providers
+            .lock()
+            .retain(|_, rt| in_use.iter().any(|u| Arc::ptr_eq(u, rt)));
+    }
+}
 
 pub struct Route {
     pub name: String,
@@ -18,7 +83,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub upstream: Arc<Upstream>,
     pub allow_cidrs: Vec<IpNet>,
-    pub auth_mode: AuthMode,
+    pub auth: RouteAuth,
 }
 
 pub struct Redirect {
@@ -48,11 +113,16 @@ pub struct Snapshot {
     /// Just the names, for stripping client copies.
     pub identity_names: Vec<HeaderName>,
     pub forward_authorization: bool,
+    /// `None` when no provider is configured (then every route is `auth: none`).
+    pub auth: Option<Arc<Authenticator>>,
+    /// Key-set runtimes whose refresh loops must run while this snapshot is current.
+    pub provider_runtimes: Vec<Arc<ProviderRuntime>>,
 }
 
 impl Snapshot {
-    pub fn build(loaded: &LoadedConfig, health: &HealthRegistry) -> Result<Snapshot, Vec<String>> {
+    pub fn build(loaded: &LoadedConfig, keep: &Persistent) -> Result<Snapshot, Vec<String>> {
         let c = &loaded.config;
+        let health = &keep.health;
         let mut errors = Vec::new();
         let mut upstreams = HashMap::new();
         for (name, conf) in &c.upstreams {
@@ -89,7 +159,23 @@ impl Snapshot {
                     .iter()
                     .filter_map(|s| config::parse_cidr(s))
                     .collect(),
-                auth_mode: r.auth.mode,
+                auth: RouteAuth {
+                    mode: r.auth.mode,
+                    providers: r.auth.providers.clone(),
+                    policy: AccessPolicy::new(
+                        r.auth.scopes.clone(),
+                        r.auth.any_scopes.clone(),
+                        r.auth
+                            .roles
+                            .as_ref()
+                            .map(|x| (x.claim.clone(), x.any_of.clone())),
+                        r.auth
+                            .claims
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                },
             });
         }
         let identity_headers: Vec<IdentityHeader> = c
@@ -112,9 +198,28 @@ impl Snapshot {
             }
             HeaderValue::from_str(&v).ok()
         });
+        let mut providers = Vec::new();
+        let mut provider_runtimes = Vec::new();
+        for p in &c.providers {
+            let settings = jwks_settings(loaded, p);
+            let rt = keep.provider_runtime(&p.name, settings);
+            provider_runtimes.push(Arc::clone(&rt));
+            providers.push(Arc::new(Provider {
+                policy: validation_policy(p),
+                keys: KeySource::Fetched(rt),
+            }));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
+        let auth = (!providers.is_empty()).then(|| {
+            Arc::new(Authenticator::new(
+                providers,
+                keep.token_cache(&c.token_cache),
+                Arc::clone(&keep.revocations),
+                c.limits.max_token_bytes,
+            ))
+        });
         let r = &c.https_redirect;
         Ok(Snapshot {
             config_hash: loaded.hash.clone(),
@@ -141,6 +246,44 @@ impl Snapshot {
             identity_names: identity_headers.iter().map(|h| h.header.clone()).collect(),
             identity_headers,
             forward_authorization: c.forward_authorization,
+            auth,
+            provider_runtimes,
         })
+    }
+}
+
+fn algorithms(names: &[String]) -> Vec<Alg> {
+    names.iter().filter_map(|a| Alg::parse(a)).collect()
+}
+
+fn validation_policy(p: &ProviderConf) -> ValidationPolicy {
+    ValidationPolicy {
+        provider: Arc::from(p.name.as_str()),
+        issuer: p.issuer.clone(),
+        audiences: p.audiences.clone(),
+        algorithms: algorithms(&p.algorithms),
+        leeway_secs: p.leeway.get().as_secs() as i64,
+        max_lifetime_secs: p.max_lifetime.map(|d| d.get().as_secs() as i64),
+        require_jti: p.require_jti,
+        accepted_types: p.accepted_types.clone().unwrap_or_default(),
+    }
+}
+
+fn jwks_settings(loaded: &LoadedConfig, p: &ProviderConf) -> JwksSettings {
+    let j = &p.jwks;
+    let source = match (&j.url, &j.file) {
+        (Some(url), _) => JwksSource::Url(url.clone()),
+        (None, Some(file)) => JwksSource::File(loaded.resolve(file)),
+        (None, None) => JwksSource::Discovery {
+            issuer: p.issuer.clone(),
+        },
+    };
+    JwksSettings {
+        source,
+        refresh_interval: j.refresh_interval.get(),
+        min_refresh: j.min_refresh.get(),
+        fetch_timeout: j.fetch_timeout.get(),
+        max_stale: j.max_stale.get(),
+        algorithms: algorithms(&p.algorithms),
     }
 }

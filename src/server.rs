@@ -16,10 +16,13 @@ use pingora::services::ServiceReadyNotifier;
 
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
+use crate::auth::provider::ProviderRuntime;
 use crate::config::LoadedConfig;
 use crate::proxy::{Gateway, ListenerKind, Shared};
+use crate::revocation::RevocationList;
+use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
-use crate::upstream::{HealthLoop, HealthRegistry, Upstream};
+use crate::upstream::{HealthLoop, Upstream};
 
 /// Runs the health probes of whatever upstreams the current snapshot holds.
 struct HealthService {
@@ -58,9 +61,67 @@ impl BackgroundService for HealthService {
     }
 }
 
+/// Runs the JWKS refresh loop of every provider the current snapshot uses. It polls the snapshot,
+/// so a reload that adds or replaces a provider needs no signalling; a loop whose provider left
+/// the config is told to stop.
+struct KeyRefreshService {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyRefreshService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut running: Vec<(Arc<ProviderRuntime>, tokio::sync::watch::Sender<bool>)> = Vec::new();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            let current = self.shared.snapshot.load().provider_runtimes.clone();
+            running.retain(|(rt, stop)| {
+                let keep = current.iter().any(|c| Arc::ptr_eq(c, rt));
+                if !keep {
+                    let _ = stop.send(true);
+                }
+                keep
+            });
+            for rt in current {
+                if running.iter().any(|(r, _)| Arc::ptr_eq(r, &rt)) {
+                    continue;
+                }
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(Arc::clone(&rt).run(stop_rx));
+                tokio::spawn(drop_stale_cache_entries(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&rt),
+                ));
+                running.push((rt, stop_tx));
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    for (_, stop) in &running {
+                        let _ = stop.send(true);
+                    }
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    }
+}
+
+/// Frees cache entries verified by keys that just left a provider's key set. Lookups already
+/// ignore such entries; this only gives the memory back promptly.
+async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>) {
+    let mut changes = rt.subscribe();
+    while changes.changed().await.is_ok() {
+        let live = rt.keys().uids();
+        if let Some(auth) = &shared.snapshot.load().auth {
+            auth.cache().retain_provider_keys(rt.name(), &live);
+        }
+    }
+}
+
 pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
-    let health = HealthRegistry::default();
-    let snapshot = Snapshot::build(&loaded, &health).map_err(|e| e.join("\n"))?;
+    let keep = Persistent::new(Arc::new(RevocationList::new()));
+    let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
     let access_log = loaded.config.access_log.enabled.then(|| {
         AccessLog::new(
             loaded
@@ -73,7 +134,7 @@ pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
     });
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
-        health,
+        keep,
         access_log,
     });
 
@@ -85,6 +146,13 @@ pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
     let health_handle = server.add_service(background_service(
         "upstream health",
         HealthService {
+            shared: Arc::clone(&shared),
+        },
+    ));
+
+    server.add_service(background_service(
+        "jwks refresh",
+        KeyRefreshService {
             shared: Arc::clone(&shared),
         },
     ));

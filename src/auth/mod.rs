@@ -7,9 +7,12 @@
 //! [`jwk::KeySet`], alg pinned by the key, signature, then [`claims`]) -> revocation
 //! (`crate::revocation`) -> [`policy::AccessPolicy`].
 
+pub mod authenticator;
 pub mod cache;
 pub mod claims;
+pub mod gate;
 pub mod jwk;
 pub mod jws;
 pub mod policy;
+pub mod provider;
 pub mod verifier;

@@ -27,7 +27,7 @@ use reqwest::{StatusCode, Url};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use crate::auth::jwk::{parse_jwks, Alg, KeySet};
+use crate::auth::jwk::{parse_jwks_reusing, Alg, KeySet};
 use crate::metrics;
 
 /// Largest JWKS, discovery document or key file we accept. Real key sets are a few KiB; the cap
@@ -517,7 +517,8 @@ impl ProviderRuntime {
                 max_age,
                 file_sig,
             } => {
-                let parsed = parse_jwks(&body, &self.settings.algorithms)
+                // Unchanged keys keep their identity, so cached tokens they verified stay valid.
+                let parsed = parse_jwks_reusing(&body, &self.settings.algorithms, &self.keys())
                     .map_err(|e| format!("invalid JWKS: {e}"))?;
                 for r in &parsed.rejected {
                     log::warn!(
