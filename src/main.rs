@@ -1,10 +1,13 @@
-//! `portcullis`: run the gateway, or validate its config (SPEC §1).
+//! `portcullis`: run the gateway, validate its config, or use one of the operator tools
+//! (SPEC §1).
 
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pingora::server::configuration::Opt;
+use portcullis::tools;
 
 #[derive(Parser)]
 #[command(
@@ -16,11 +19,73 @@ struct Cli {
     /// Pingora's flags: -c config, -t test, -d daemon, -u upgrade.
     #[command(flatten)]
     pingora: Opt,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+/// Tools for operators and tests; none of them starts a gateway.
+#[derive(Subcommand)]
+enum Tool {
+    /// Generate a signing key: DIR/KID.pem (private, mode 0600) and DIR/jwks.json (public; the
+    /// key is added to an existing set, replacing one with the same kid).
+    Keygen {
+        /// ES256, ES384, RS256, PS256 or EdDSA.
+        #[arg(long)]
+        alg: String,
+        /// Key id; also the file name.
+        #[arg(long)]
+        kid: String,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// RSA key size: 2048 (default) or 3072.
+        #[arg(long)]
+        bits: Option<u32>,
+    },
+    /// Mint a signed token for development and tests, and print it.
+    Token {
+        /// PEM private key (PKCS#8, or SEC1 / PKCS#1).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id for the header; defaults to the key file name without extension.
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long)]
+        iss: String,
+        #[arg(long)]
+        aud: String,
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime (`30s`, `15m`, `24h`).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Extra claim `name=value`; the value is JSON if it parses, else a string. Repeatable;
+        /// may override defaults such as `exp` or `iat`.
+        #[arg(long = "claim", value_name = "NAME=VALUE")]
+        claims: Vec<String>,
+        /// Only for RSA keys: RS256 (default) or PS256.
+        #[arg(long)]
+        alg: Option<String>,
+    },
+    /// Read a password on stdin and print its argon2id PHC string.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(tool) = cli.tool {
+        return match run_tool(tool) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let Some(conf) = cli.pingora.conf.clone() else {
         eprintln!("portcullis: a config file is required (-c conf/portcullis.yaml)");
         return ExitCode::from(2);
@@ -47,6 +112,94 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("portcullis: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn run_tool(tool: Tool) -> Result<(), String> {
+    match tool {
+        Tool::Keygen {
+            alg,
+            kid,
+            out,
+            bits,
+        } => {
+            let written = tools::keygen(tools::parse_algorithm(&alg)?, &kid, &out, bits)?;
+            eprintln!(
+                "wrote {} and {}",
+                written.private_key.display(),
+                written.jwks.display()
+            );
+            Ok(())
+        }
+        Tool::Token {
+            key,
+            kid,
+            iss,
+            aud,
+            sub,
+            scope,
+            ttl,
+            claims,
+            alg,
+        } => {
+            let pem = std::fs::read(&key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let kid = match kid {
+                Some(k) => k,
+                None => key
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| "--kid is required for this key file name".to_string())?,
+            };
+            let ttl =
+                portcullis::config::parse_duration(&ttl).map_err(|e| format!("--ttl: {e}"))?;
+            let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+            let extra = claims
+                .iter()
+                .map(|c| tools::parse_claim_arg(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let alg = alg.as_deref().map(tools::parse_algorithm).transpose()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs();
+            let req = tools::MintRequest {
+                kid: &kid,
+                iss: &iss,
+                aud: &aud,
+                sub: &sub,
+                scope: scope.as_deref(),
+                ttl_secs,
+                extra_claims: &extra,
+                alg,
+                now: i64::try_from(now).map_err(|e| e.to_string())?,
+            };
+            let token =
+                tools::mint_token(&pem, &req).map_err(|e| format!("{}: {e}", key.display()))?;
+            println!("{token}");
+            Ok(())
+        }
+        Tool::HashPassword => {
+            let mut input = Vec::new();
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                // Interactive: one line is the password (Enter ends it, no Ctrl-D needed).
+                eprint!("Password: ");
+                let mut line = String::new();
+                stdin
+                    .read_line(&mut line)
+                    .map_err(|e| format!("stdin: {e}"))?;
+                input = line.into_bytes();
+            } else {
+                stdin
+                    .lock()
+                    .read_to_end(&mut input)
+                    .map_err(|e| format!("stdin: {e}"))?;
+            }
+            let phc = tools::hash_password(tools::strip_one_newline(&input))?;
+            println!("{phc}");
+            Ok(())
         }
     }
 }
