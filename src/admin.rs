@@ -1,20 +1,34 @@
-//! The admin listener: liveness and readiness probes (and, later, the authenticated admin API).
+//! The admin listener: liveness/readiness probes and the authenticated admin API (SPEC §4):
+//! revocations, reload and status.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use crate::auth::verifier;
 use crate::proxy::Shared;
+use crate::reload;
+use crate::revocation::store::Record;
+
+const MAX_BODY: usize = 64 * 1024;
+/// Leeway added to a jti entry's expiry when the token's issuer is not a configured provider.
+const DEFAULT_LEEWAY: i64 = 30;
 
 pub struct AdminApp {
     pub shared: Arc<Shared>,
 }
 
-pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response<Vec<u8>> {
     let bytes = body.to_string().into_bytes();
+    let len = bytes.len();
     let mut resp = Response::new(bytes);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -26,10 +40,54 @@ pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
-    if let Ok(len) = http::HeaderValue::from_str(&resp.body().len().to_string()) {
-        resp.headers_mut().insert(http::header::CONTENT_LENGTH, len);
-    }
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     resp
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response<Vec<u8>> {
+    json_response(
+        status,
+        json!({"error": code, "error_description": description}),
+    )
+}
+
+fn empty(status: StatusCode) -> Response<Vec<u8>> {
+    let mut resp = Response::new(Vec::new());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+    resp
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One body shape for all three revocation forms; which fields are present decides the form.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    token: Option<String>,
+    iss: Option<String>,
+    jti: Option<String>,
+    sub: Option<String>,
+    exp: Option<i64>,
+    before: Option<i64>,
+}
+
+enum Target {
+    Jti {
+        iss: String,
+        jti: String,
+        exp: Option<i64>,
+    },
+    Subject {
+        iss: String,
+        sub: String,
+        before: i64,
+    },
 }
 
 impl AdminApp {
@@ -50,30 +108,352 @@ impl AdminApp {
             })
             .collect();
         if waiting.is_empty() {
-            json_response(StatusCode::OK, serde_json::json!({"status": "ready"}))
+            json_response(StatusCode::OK, json!({"status": "ready"}))
         } else {
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "not_ready", "reasons": waiting}),
+                json!({"status": "not_ready", "reasons": waiting}),
             )
         }
+    }
+
+    /// `None` when the caller holds the admin token. Digests are compared in constant time, so
+    /// neither the content nor the length of the token leaks through timing.
+    fn refuse(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let snap = self.shared.snapshot.load();
+        let Some(expected) = &snap.admin_token_digest else {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the admin API is disabled: no admin token is configured",
+            ));
+        };
+        let mut values = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        let presented = match (values.next(), values.next()) {
+            (Some(v), None) => v
+                .as_bytes()
+                .split_at_checked(7)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+                .map(|(_, token)| token),
+            _ => None,
+        };
+        let ok =
+            presented.is_some_and(|t| bool::from(Sha256::digest(t).as_slice().ct_eq(expected)));
+        if ok {
+            return None;
+        }
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        );
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Bearer realm="portcullis-admin""#),
+        );
+        Some(resp)
+    }
+
+    async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "body: larger than 64 KiB",
+            )
+        };
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY) {
+            session.set_keepalive(None);
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        session.set_keepalive(None);
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.to_vec()),
+                Err(_) => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "body: could not be read",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Turns a request body into what it names, with `<field>: <problem>` errors.
+    fn target(&self, body: &[u8]) -> Result<Target, String> {
+        let b: RevocationBody = serde_json::from_slice(body).map_err(|e| {
+            let msg = e.to_string();
+            match msg
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split_once('`'))
+            {
+                Some((field, _)) => format!("{field}: unknown field"),
+                None => format!("body: invalid JSON ({msg})"),
+            }
+        })?;
+        if let Some(token) = b.token {
+            if b.iss.is_some()
+                || b.jti.is_some()
+                || b.sub.is_some()
+                || b.exp.is_some()
+                || b.before.is_some()
+            {
+                return Err("token: cannot be combined with iss, jti, sub, exp or before".into());
+            }
+            return self.target_from_token(&token);
+        }
+        let iss = b.iss.filter(|s| !s.is_empty()).ok_or("iss: required")?;
+        match (b.jti, b.sub) {
+            (Some(_), Some(_)) => Err("jti: give either jti or sub, not both".into()),
+            (Some(jti), None) if !jti.is_empty() => {
+                if b.before.is_some() {
+                    return Err("before: only applies with sub".into());
+                }
+                Ok(Target::Jti {
+                    iss,
+                    jti,
+                    exp: b.exp,
+                })
+            }
+            (None, Some(sub)) if !sub.is_empty() => {
+                if b.exp.is_some() {
+                    return Err("exp: only applies with jti".into());
+                }
+                Ok(Target::Subject {
+                    iss,
+                    sub,
+                    before: b.before.unwrap_or_else(now),
+                })
+            }
+            (Some(_), None) => Err("jti: must not be empty".into()),
+            (None, Some(_)) => Err("sub: must not be empty".into()),
+            (None, None) => Err("jti: one of jti or sub is required".into()),
+        }
+    }
+
+    /// The admin is trusted, so the token's signature is not required (its key may already be
+    /// gone); its structure must be sound and it must name what to revoke.
+    fn target_from_token(&self, token: &str) -> Result<Target, String> {
+        let decoded =
+            verifier::decode(token, 64 * 1024).map_err(|e| format!("token: {}", e.description))?;
+        let claims = &decoded.claims;
+        let str_claim = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+        let int_claim = |k: &str| claims.get(k).and_then(Value::as_i64);
+        if let Some(jti) = str_claim("jti").filter(|j| !j.is_empty()) {
+            return Ok(Target::Jti {
+                iss: decoded.iss.clone(),
+                jti,
+                exp: int_claim("exp"),
+            });
+        }
+        let sub = str_claim("sub").ok_or("token: has neither jti nor sub")?;
+        Ok(Target::Subject {
+            iss: decoded.iss.clone(),
+            sub,
+            before: int_claim("iat").map_or_else(now, |iat| iat + 1),
+        })
+    }
+
+    /// (leeway, max_lifetime) of the provider for `iss`, if one is configured.
+    fn provider_times(&self, iss: &str) -> (i64, Option<i64>) {
+        let snap = self.shared.snapshot.load();
+        snap.auth
+            .as_ref()
+            .and_then(|a| a.provider_by_issuer(iss))
+            .map_or((DEFAULT_LEEWAY, None), |p| {
+                (p.policy.leeway_secs, p.policy.max_lifetime_secs)
+            })
+    }
+
+    async fn revoke(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let target = match self.target(body) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+        };
+        let (record, answer) = match target {
+            Target::Jti { iss, jti, exp } => {
+                let (leeway, _) = self.provider_times(&iss);
+                let expires_at = exp.map(|e| e.saturating_add(leeway));
+                let answer = json!({"iss": iss, "jti": jti, "expires_at": expires_at});
+                (
+                    Record::RevokeJti {
+                        iss,
+                        jti,
+                        expires_at,
+                    },
+                    answer,
+                )
+            }
+            Target::Subject { iss, sub, before } => {
+                // Kept until no token it covers can still be valid.
+                let (leeway, max_lifetime) = self.provider_times(&iss);
+                let expires_at =
+                    max_lifetime.map(|m| before.saturating_add(m).saturating_add(leeway));
+                let answer =
+                    json!({"iss": iss, "sub": sub, "before": before, "expires_at": expires_at});
+                (
+                    Record::RevokeSubject {
+                        iss,
+                        sub,
+                        before,
+                        expires_at,
+                    },
+                    answer,
+                )
+            }
+        };
+        match self.shared.revocations.record(record).await {
+            Ok(()) => json_response(StatusCode::CREATED, answer),
+            Err(e) => {
+                log::error!("revocation not stored: {e}");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the revocation could not be stored",
+                )
+            }
+        }
+    }
+
+    async fn unrevoke(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let record = match self.target(body) {
+            Ok(Target::Jti { iss, jti, .. }) => Record::DeleteJti { iss, jti },
+            Ok(Target::Subject { iss, sub, .. }) => Record::DeleteSubject { iss, sub },
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+        };
+        match self.shared.revocations.record(record).await {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(e) => {
+                log::error!("revocation removal not stored: {e}");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the change could not be stored",
+                )
+            }
+        }
+    }
+
+    fn list_revocations(&self) -> Response<Vec<u8>> {
+        let list = self.shared.revocations.list();
+        let jti: Vec<Value> = list
+            .jti_entries()
+            .into_iter()
+            .map(|(iss, jti, expires_at)| json!({"iss": iss, "jti": jti, "expires_at": expires_at}))
+            .collect();
+        let subjects: Vec<Value> = list
+            .subject_entries()
+            .into_iter()
+            .map(|(iss, sub, before, expires_at)| {
+                json!({"iss": iss, "sub": sub, "before": before, "expires_at": expires_at})
+            })
+            .collect();
+        json_response(StatusCode::OK, json!({"jti": jti, "subjects": subjects}))
+    }
+
+    fn status(&self) -> Response<Vec<u8>> {
+        let snap = self.shared.snapshot.load();
+        let providers: Vec<Value> = snap
+            .auth
+            .iter()
+            .flat_map(|a| a.providers().iter())
+            .map(|p| {
+                let st = p.status();
+                json!({
+                    "name": st.name,
+                    "issuer": p.policy.issuer,
+                    "keys": st.keys,
+                    "last_refresh": st.last_refresh,
+                    "last_error": st.last_error,
+                })
+            })
+            .collect();
+        let upstreams: serde_json::Map<String, Value> = snap
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let peers: Vec<Value> = u
+                    .peers
+                    .iter()
+                    .map(|p| json!({"peer": p.addr, "healthy": p.health.is_healthy()}))
+                    .collect();
+                (name.clone(), Value::Array(peers))
+            })
+            .collect();
+        let (jti, subject) = self.shared.revocations.list().counts();
+        json_response(
+            StatusCode::OK,
+            json!({
+                "config_hash": snap.config_hash,
+                "providers": providers,
+                "upstreams": upstreams,
+                "revocations": {"jti": jti, "subject": subject},
+            }),
+        )
     }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let path = req.uri.path();
-        match (req.method.as_str(), path) {
-            ("GET", "/healthz") => {
-                json_response(StatusCode::OK, serde_json::json!({"status": "ok"}))
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => return json_response(StatusCode::OK, json!({"status": "ok"})),
+            ("GET", "/readyz") => return self.readiness(),
+            _ => {}
+        }
+        if !path.starts_with("/admin/") {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        }
+        if let Some(refusal) = self.refuse(session) {
+            return refusal;
+        }
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/admin/revocations") => self.list_revocations(),
+            ("POST" | "DELETE", "/admin/revocations") => {
+                let body = match Self::read_body(session).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                };
+                if method == http::Method::POST {
+                    self.revoke(&body).await
+                } else {
+                    self.unrevoke(&body).await
+                }
             }
-            ("GET", "/readyz") => self.readiness(),
-            _ => json_response(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
+            ("POST", "/admin/reload") => match reload::reload(&self.shared) {
+                Ok(hash) => json_response(StatusCode::OK, json!({"config_hash": hash})),
+                Err(errors) => {
+                    json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors}))
+                }
+            },
+            ("GET", "/admin/status") => self.status(),
+            (_, "/admin/revocations" | "/admin/reload" | "/admin/status") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
             ),
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         }
     }
 }
@@ -88,19 +468,16 @@ impl ServeHttp for MetricsApp {
         let req = session.req_header();
         if req.method == http::Method::GET && req.uri.path() == "/metrics" {
             let body = crate::metrics::render();
+            let len = body.len();
             let mut resp = Response::new(body);
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
-            if let Ok(len) = http::HeaderValue::from_str(&resp.body().len().to_string()) {
-                resp.headers_mut().insert(http::header::CONTENT_LENGTH, len);
-            }
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
             return resp;
         }
-        json_response(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": "not_found", "error_description": "try GET /metrics"}),
-        )
+        error(StatusCode::NOT_FOUND, "not_found", "try GET /metrics")
     }
 }

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     let mut opt = cli.pingora;
     // Our config file is not Pingora's YAML; Pingora gets its settings from the `server:` block.
     opt.conf = None;
-    match portcullis::server::run(opt, loaded) {
+    match portcullis::server::run(opt, &PathBuf::from(&conf), loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e}");

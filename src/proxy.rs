@@ -21,9 +21,11 @@ use crate::auth::verifier::VerifiedToken;
 use crate::config::validate::STANDARD_METHODS;
 use crate::config::AuthMode;
 use crate::forwarding::{self, ForwardedFor};
+use crate::head_timeout;
 use crate::hygiene::{self, RequestTarget};
 use crate::metrics;
 use crate::respond::{self, CommonHeaders, LocalResponse};
+use crate::revocation::service::Revocations;
 use crate::routing::RouteMatch;
 use crate::runtime::{Persistent, Snapshot};
 use crate::upstream::{HashKey, Tried};
@@ -40,7 +42,13 @@ pub enum ListenerKind {
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub keep: Persistent,
+    pub revocations: Revocations,
     pub access_log: Option<AccessLog>,
+    /// What `reload` re-reads.
+    pub config_path: std::path::PathBuf,
+    /// Sections a reload may not change, as first loaded.
+    pub pinned: Vec<(&'static str, String)>,
+    pub reload_lock: parking_lot::Mutex<()>,
 }
 
 pub struct Gateway {
@@ -118,6 +126,10 @@ impl Gateway {
             Ok(h) => h,
             Err(msg) => return Verdict::Respond(LocalResponse::bad_request(msg)),
         };
+        if req.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            // Two lengths, even equal ones, are a framing ambiguity (request smuggling).
+            return Verdict::Respond(LocalResponse::bad_request("more than one Content-Length"));
+        }
         if let Some(len) = content_length(req) {
             if len > snap.limits.max_body_bytes {
                 return Verdict::Respond(LocalResponse::for_status(413));
@@ -266,10 +278,24 @@ fn request_host(req: &RequestHeader) -> Result<Option<String>, &'static str> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
-    if !valid {
+    let port_ok = host_port_ok(host);
+    if !valid || !port_ok {
         return Err("invalid Host");
     }
     Ok(Some(host.to_string()))
+}
+
+/// `name`, `name:port`, `[v6]` or `[v6]:port`, with a numeric port.
+fn host_port_ok(host: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return match bracketed.split_once(']') {
+            Some((_, "")) => true,
+            Some((_, rest)) => rest.strip_prefix(':').is_some_and(port_ok),
+            None => false,
+        };
+    }
+    host.split_once(':').is_none_or(|(_, p)| port_ok(p))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -330,6 +356,18 @@ impl ProxyHttp for Gateway {
             verified: None,
             auth_label: None,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        head_timeout::request_started();
+        // Serve pipelined requests in order instead of dropping them; each is still routed and
+        // authenticated on its own.
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
@@ -613,6 +651,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        head_timeout::request_finished();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -723,6 +762,8 @@ mod tests {
         let mut bad = RequestHeader::build("GET", b"/", None).unwrap();
         bad.append_header("host", "a b@c").unwrap();
         assert_eq!(request_host(&bad), Err("invalid Host"));
+        assert!(host_port_ok("[::1]") && host_port_ok("[::1]:80") && host_port_ok("a.com:443"));
+        assert!(!host_port_ok("a.com:abc") && !host_port_ok("a.com:") && !host_port_ok("a:b:1"));
     }
 
     #[test]

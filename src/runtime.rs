@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 
 use crate::auth::authenticator::{Authenticator, KeySource, Provider};
 use crate::auth::cache::TokenCache;
@@ -117,6 +118,8 @@ pub struct Snapshot {
     pub auth: Option<Arc<Authenticator>>,
     /// Key-set runtimes whose refresh loops must run while this snapshot is current.
     pub provider_runtimes: Vec<Arc<ProviderRuntime>>,
+    /// SHA-256 of the admin token; `None` disables `/admin/*` (403).
+    pub admin_token_digest: Option<Vec<u8>>,
 }
 
 impl Snapshot {
@@ -248,8 +251,27 @@ impl Snapshot {
             forward_authorization: c.forward_authorization,
             auth,
             provider_runtimes,
+            admin_token_digest: admin_token(loaded).map(|t| Sha256::digest(t.as_bytes()).to_vec()),
         })
     }
+}
+
+/// The admin token from `admin.token_file` (trimmed) or the `admin.token_env` variable. An empty
+/// token counts as none, so a blank variable cannot open the API.
+fn admin_token(loaded: &LoadedConfig) -> Option<String> {
+    let admin = &loaded.config.admin;
+    let token = match (&admin.token_file, admin.effective_token_env()) {
+        (Some(file), _) => match std::fs::read_to_string(loaded.resolve(file)) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => {
+                log::error!("admin.token_file: {e}; the admin API stays disabled");
+                return None;
+            }
+        },
+        (None, Some(var)) => std::env::var(var).unwrap_or_default(),
+        (None, None) => return None,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 fn algorithms(names: &[String]) -> Vec<Alg> {

@@ -2,7 +2,9 @@
 //! listener (each knows which listener it serves), the admin and metrics apps, and the
 //! background loops.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -18,8 +20,10 @@ use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
 use crate::config::LoadedConfig;
+use crate::head_timeout::HeadTimeout;
 use crate::proxy::{Gateway, ListenerKind, Shared};
-use crate::revocation::RevocationList;
+use crate::reload;
+use crate::revocation::service::Revocations;
 use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
 use crate::upstream::{HealthLoop, Upstream};
@@ -58,6 +62,49 @@ impl BackgroundService for HealthService {
         lp.first_round().await;
         ready.notify_ready();
         lp.run(shutdown).await;
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Periodic chores off the request path: sweeping expired revocations and expired cache
+/// entries, and reloading the config on SIGHUP.
+struct Housekeeping {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for Housekeeping {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP ({e}); reload with POST /admin/reload");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    let shared = Arc::clone(&self.shared);
+                    // Reload reads files; keep it off this runtime's worker.
+                    let _ = tokio::task::spawn_blocking(move || reload::reload(&shared)).await;
+                }
+                _ = tick.tick() => {
+                    let now = unix_now();
+                    self.shared.revocations.sweep(now);
+                    if let Some(auth) = &self.shared.snapshot.load().auth {
+                        auth.cache().sweep(now);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -119,8 +166,9 @@ async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>)
     }
 }
 
-pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
-    let keep = Persistent::new(Arc::new(RevocationList::new()));
+pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), String> {
+    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
+    let keep = Persistent::new(Arc::clone(revocations.list()));
     let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
     let access_log = loaded.config.access_log.enabled.then(|| {
         AccessLog::new(
@@ -135,7 +183,11 @@ pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         keep,
+        revocations,
         access_log,
+        config_path: config_path.to_path_buf(),
+        pinned: reload::pinned_sections(&loaded.config),
+        reload_lock: parking_lot::Mutex::new(()),
     });
 
     let server_conf = std::mem::take(&mut loaded.config.server);
@@ -151,6 +203,12 @@ pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
     ));
 
     server.add_service(background_service(
+        "housekeeping",
+        Housekeeping {
+            shared: Arc::clone(&shared),
+        },
+    ));
+    server.add_service(background_service(
         "jwks refresh",
         KeyRefreshService {
             shared: Arc::clone(&shared),
@@ -160,17 +218,28 @@ pub fn run(opt: Opt, mut loaded: LoadedConfig) -> Result<(), String> {
     let listeners = &loaded.config.listeners;
     let limits = &loaded.config.limits;
     let mut server_options = HttpServerOptions::default();
-    server_options.keepalive_request_limit = Some(limits.keepalive_requests);
     server_options.h2_idle_timeout = Some(limits.keepalive_timeout.get());
+    // Pingora counts reuses, not requests: a limit of N requests is N - 1 reuses.
+    server_options.keepalive_request_limit = Some(limits.keepalive_requests.saturating_sub(1));
+    // Let CONNECT reach our request filter, which refuses it with the contract's JSON 400.
+    server_options.allow_connect_method_proxying = true;
+    let head = limits.header_read_timeout.get();
+    let next_head = limits.keepalive_timeout.get() + head;
     let proxy = |kind: ListenerKind, name: &str, threads: usize| {
         let gw = Gateway {
             listener: kind,
             shared: Arc::clone(&shared),
         };
-        let mut svc = pingora::proxy::http_proxy_service_with_name(&server.configuration, gw, name);
-        if let Some(app) = svc.app_logic_mut() {
-            app.server_options = Some(server_options.clone());
-        }
+        let mut app = pingora::proxy::http_proxy(&server.configuration, gw);
+        app.server_options = Some(server_options.clone());
+        let mut svc = Service::new(
+            name.to_string(),
+            HeadTimeout {
+                inner: Arc::new(app),
+                head,
+                next_head,
+            },
+        );
         svc.threads = Some(threads);
         svc
     };

@@ -121,6 +121,10 @@ impl Authenticator {
         &self.providers
     }
 
+    pub fn provider_by_issuer(&self, iss: &str) -> Option<&Arc<Provider>> {
+        self.by_issuer.get(iss).and_then(|&i| self.providers.get(i))
+    }
+
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.by_name.get(name).and_then(|&i| self.providers.get(i))
     }

@@ -9,5 +9,7 @@
 //! carry the same `jti`.
 
 pub mod list;
+pub mod service;
+pub mod store;
 
 pub use list::RevocationList;

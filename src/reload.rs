@@ -1,0 +1,67 @@
+//! Hot reload (`POST /admin/reload`, SIGHUP): re-read and validate the config file, then publish
+//! a new snapshot in one atomic swap. In-flight requests finish on the snapshot they started
+//! with; peer health, fetched keys, cached tokens and revocations carry over through
+//! `Persistent`. Sections that are bound into the running process (listeners, Pingora's server
+//! settings, the revocation store, the access log) cannot change this way.
+
+use std::sync::Arc;
+
+use crate::config::{self, Config};
+use crate::metrics;
+use crate::proxy::Shared;
+use crate::runtime::Snapshot;
+
+/// Fingerprints of the sections only a restart or graceful upgrade can change.
+pub fn pinned_sections(c: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("listeners", format!("{:?}", c.listeners)),
+        ("server", format!("{:?}", c.server)),
+        ("revocation", format!("{:?}", c.revocation)),
+        ("access_log", format!("{:?}", c.access_log)),
+    ]
+}
+
+/// Returns the new config hash, or every error (the running config stays in force).
+pub fn reload(shared: &Shared) -> Result<String, Vec<String>> {
+    let _one_at_a_time = shared.reload_lock.lock();
+    let result = try_reload(shared);
+    match &result {
+        Ok(hash) => {
+            metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+            log::info!("config reloaded (hash {hash})");
+        }
+        Err(errors) => {
+            metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
+            log::warn!(
+                "config reload refused; the running config is kept: {}",
+                errors.join("; ")
+            );
+        }
+    }
+    result
+}
+
+fn try_reload(shared: &Shared) -> Result<String, Vec<String>> {
+    let loaded = config::load(&shared.config_path)?;
+    let changed: Vec<String> = pinned_sections(&loaded.config)
+        .into_iter()
+        .zip(shared.pinned.iter())
+        .filter(|((_, new), (_, old))| new != old)
+        .map(|((name, _), _)| {
+            format!(
+                "{name}: changed, but {name} cannot be changed by a reload; restart, or do a graceful upgrade (start the new process with -u, then send SIGQUIT to the old one)"
+            )
+        })
+        .collect();
+    if !changed.is_empty() {
+        return Err(changed);
+    }
+    let snap = Snapshot::build(&loaded, &shared.keep)?;
+    let hash = snap.config_hash.clone();
+    shared.snapshot.store(Arc::new(snap));
+    let current = shared.snapshot.load();
+    shared.keep.retain_providers(&current.provider_runtimes);
+    let ups: Vec<_> = current.upstreams.values().cloned().collect();
+    shared.keep.health.retain_used(&ups);
+    Ok(hash)
+}

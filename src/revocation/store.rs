@@ -1,0 +1,1145 @@
+//! Durable storage behind the revocation list (SPEC §2 `revocation`, §4).
+//!
+//! The in-memory list answers every request; a store only has to make an admin change survive a
+//! restart. So the store is a write-ahead log and nothing more: [`RevocationStore::append`] makes
+//! one change durable before the admin API answers 201, and [`RevocationStore::load_and_compact`]
+//! runs once at start to rebuild the live state and shrink the storage to it. That keeps the trait
+//! small enough for a `redis` store to implement the same two calls.
+//!
+//! The file store is a JSON-lines log (one [`Record`] per `'\n'`-terminated line). Appends are
+//! `write_all` + `sync_data` under a mutex: a revocation is either fully on disk or reported as an
+//! error. Replay is forgiving because a log that stops the gateway from starting is worse than one
+//! that loses a line it never acknowledged: a torn last line (no `'\n'`, i.e. a write that never
+//! reached its fsync) is skipped with a warning, and any other bad line is skipped with a warning
+//! naming its line number while every valid line is kept.
+
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// One change to the revocation list, as stored (one JSON object per line, tagged by `op`).
+///
+/// Times are seconds since the epoch. `expires_at: None` means "kept until deleted".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Record {
+    /// The token `(iss, jti)` is revoked; the entry is useless after the token's `exp` + leeway.
+    RevokeJti {
+        iss: String,
+        jti: String,
+        expires_at: Option<i64>,
+    },
+    /// Every token of `(iss, sub)` with `iat < before` is revoked.
+    RevokeSubject {
+        iss: String,
+        sub: String,
+        before: i64,
+        expires_at: Option<i64>,
+    },
+    /// Undoes a [`Record::RevokeJti`].
+    DeleteJti { iss: String, jti: String },
+    /// Undoes a [`Record::RevokeSubject`].
+    DeleteSubject { iss: String, sub: String },
+}
+
+/// The live state found at start, and what was wrong with the storage.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Only `RevokeJti` / `RevokeSubject`, after deletions, merges and expiry at `now`, in the order
+    /// their entries first appeared.
+    pub records: Vec<Record>,
+    /// Human-readable, one per problem, e.g. `"line 17: invalid record (...), skipped"`. Never
+    /// contains the content of a bad line (it could be anything, even a token).
+    pub warnings: Vec<String>,
+}
+
+/// Durable backing of the revocation list.
+pub trait RevocationStore: Send + Sync {
+    /// Returns only once the record is durable (file: written and fsync'd). Blocking; callers run
+    /// it on a blocking thread.
+    fn append(&self, record: &Record) -> io::Result<()>;
+    /// Called once at start: read everything, return the live state, and compact the backing
+    /// storage to exactly that state.
+    fn load_and_compact(&self, now: i64) -> Result<Loaded, String>;
+    /// The `revocation.store` value this implements.
+    fn name(&self) -> &'static str;
+}
+
+/// `store: memory`: revocations live only as long as the process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStore;
+
+impl RevocationStore for MemoryStore {
+    fn append(&self, _record: &Record) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn load_and_compact(&self, _now: i64) -> Result<Loaded, String> {
+        Ok(Loaded::default())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// Longest line replay will buffer. A record is far smaller (admin bodies are capped at 64 KiB);
+/// the cap only stops a corrupt file without newlines from being read into memory whole.
+const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// Warnings kept per load; the rest are counted in one summary line so a log full of garbage
+/// cannot flood the start-up log.
+const MAX_WARNINGS: usize = 100;
+
+/// `store: file`: an append-only JSON-lines log, compacted at every start.
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    appender: Mutex<Appender>,
+}
+
+#[derive(Debug)]
+struct Appender {
+    file: File,
+    /// The file does not end in `'\n'` (a torn line from a crash or a failed write). The next
+    /// append starts with `'\n'`, so the fragment stays a bad line of its own instead of
+    /// corrupting the acknowledged record written after it.
+    needs_newline: bool,
+}
+
+impl FileStore {
+    /// Opens (creating if missing) the log at `path`: parent directories with mode 0700, the file
+    /// with mode 0600, since revocations name subjects and token ids.
+    pub fn open(path: &Path) -> Result<FileStore, String> {
+        let dir = parent_dir(path);
+        create_private_dirs(dir).map_err(|e| {
+            format!(
+                "revocation log {}: cannot create directory {}: {e}",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let appender = open_appender(path)
+            .map_err(|e| format!("revocation log {}: cannot open: {e}", path.display()))?;
+        Ok(FileStore {
+            path: path.to_path_buf(),
+            appender: Mutex::new(appender),
+        })
+    }
+
+    /// The log's path, for status and error messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".tmp");
+        PathBuf::from(name)
+    }
+
+    /// Writes `records` to `<path>.tmp`, fsyncs it, renames it over the log, fsyncs the directory.
+    fn rewrite(&self, records: &[Record]) -> io::Result<()> {
+        let tmp = self.tmp_path();
+        // A leftover from a crashed compaction is removed rather than truncated, so `create_new`
+        // never follows a link planted at that name.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot remove {}: {e}", tmp.display()),
+                ))
+            }
+            _ => {}
+        }
+        let file = private_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", tmp.display()))
+            })?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        for record in records {
+            serde_json::to_writer(&mut out, record)?;
+            out.write_all(b"\n")?;
+        }
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &self.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    tmp.display(),
+                    self.path.display()
+                ),
+            )
+        })?;
+        File::open(parent_dir(&self.path))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot fsync the directory: {e}")))
+    }
+}
+
+impl RevocationStore for FileStore {
+    fn append(&self, record: &Record) -> io::Result<()> {
+        let mut line = Vec::with_capacity(128);
+        let mut appender = self.appender.lock();
+        if appender.needs_newline {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, record)?;
+        line.push(b'\n');
+        if let Err(e) = appender.file.write_all(&line) {
+            // Part of the line may be on disk; whatever comes next must start on a fresh line.
+            appender.needs_newline = true;
+            return Err(e);
+        }
+        appender.needs_newline = false;
+        appender.file.sync_data()
+    }
+
+    fn load_and_compact(&self, now: i64) -> Result<Loaded, String> {
+        // Held throughout, so no append can land in the file that is about to be replaced.
+        let mut appender = self.appender.lock();
+        let file = File::open(&self.path)
+            .map_err(|e| format!("revocation log {}: cannot read: {e}", self.path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (records, warnings) = replay(BufReader::with_capacity(1 << 16, file), size, now)
+            .map_err(|e| format!("revocation log {}: cannot read: {e}", self.path.display()))?;
+        self.rewrite(&records).map_err(|e| {
+            format!(
+                "revocation log {}: cannot compact: {e}",
+                self.path.display()
+            )
+        })?;
+        *appender = open_appender(&self.path).map_err(|e| {
+            format!(
+                "revocation log {}: cannot reopen after compaction: {e}",
+                self.path.display()
+            )
+        })?;
+        Ok(Loaded { records, warnings })
+    }
+
+    fn name(&self) -> &'static str {
+        "file"
+    }
+}
+
+/// `Path::parent` is `""` for a bare file name; that means the current directory.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn open_appender(path: &Path) -> io::Result<Appender> {
+    let mut file = private_options()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let needs_newline = if len == 0 {
+        false
+    } else {
+        // O_APPEND writes go to the end whatever the read position is.
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        last[0] != b'\n'
+    };
+    Ok(Appender {
+        file,
+        needs_newline,
+    })
+}
+
+/// Reads a whole log and returns its live state at `now` plus warnings. Only an I/O error fails.
+///
+/// `size_hint` is the log's length in bytes: sizing the table for it up front saves rehashing a
+/// million keys several times while it grows.
+fn replay<R: BufRead>(
+    mut reader: R,
+    size_hint: u64,
+    now: i64,
+) -> io::Result<(Vec<Record>, Vec<String>)> {
+    let mut live = LiveState::with_capacity(size_hint);
+    let mut warnings = Warnings::default();
+    let mut line = Vec::with_capacity(256);
+    let mut line_no: u64 = 0;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if line.last() != Some(&b'\n') {
+            if n as u64 > MAX_LINE_BYTES {
+                let rest_terminated = skip_line(&mut reader)?;
+                if rest_terminated {
+                    warnings.push(format!(
+                        "line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
+                    ));
+                    continue;
+                }
+            }
+            // EOF without a newline: the write never reached its fsync, so it was never
+            // acknowledged.
+            warnings.push(format!("line {line_no}: torn last line skipped"));
+            break;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let applied = serde_json::from_slice::<Line<'_>>(&line)
+            .map_err(|e| describe_json_error(&e))
+            .and_then(|parsed| live.apply(parsed));
+        if let Err(problem) = applied {
+            warnings.push(format!(
+                "line {line_no}: invalid record ({problem}), skipped"
+            ));
+        }
+    }
+    Ok((live.into_records(now), warnings.finish()))
+}
+
+/// Discards the rest of an over-long line without buffering it. Returns whether it ended in
+/// `'\n'` (rather than at end of file).
+fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<bool> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(i + 1);
+            return Ok(true);
+        }
+        let len = buf.len();
+        reader.consume(len);
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" (always line 1 here: one record per
+/// line), so the warning carries only the file's line number.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    format!("{message} at column {}", e.column())
+}
+
+#[derive(Default)]
+struct Warnings {
+    kept: Vec<String>,
+    dropped: usize,
+}
+
+impl Warnings {
+    fn push(&mut self, warning: String) {
+        if self.kept.len() < MAX_WARNINGS {
+            self.kept.push(warning);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.kept
+                .push(format!("{} more bad lines skipped", self.dropped));
+        }
+        self.kept
+    }
+}
+
+/// The replay fold: what is revoked after applying records in order.
+///
+/// A log holds a handful of issuers and up to millions of ids, so issuers are interned: a key is
+/// `(issuer number, id)`, one allocation per entry, and that allocation becomes the output
+/// record's `jti`/`sub` without a copy.
+#[derive(Default)]
+struct LiveState {
+    jtis: HashMap<(u32, Box<str>), JtiEntry>,
+    subjects: HashMap<(u32, Box<str>), SubjectEntry>,
+    issuers: Vec<String>,
+    issuer_ids: HashMap<String, u32>,
+    /// Order of first appearance, so a compacted log keeps the original order.
+    next_seq: u64,
+}
+
+struct JtiEntry {
+    seq: u64,
+    expires_at: Option<i64>,
+}
+
+struct SubjectEntry {
+    seq: u64,
+    before: i64,
+    expires_at: Option<i64>,
+}
+
+/// A `revoke_jti` line is about 100 bytes (`https://` issuer, UUID jti); over-estimating a little
+/// costs less than one more rehash.
+const BYTES_PER_RECORD_ESTIMATE: u64 = 96;
+
+/// Upper bound on what a size hint may pre-allocate (entries); beyond it the table grows as needed.
+const MAX_PRESIZED_ENTRIES: u64 = 1 << 23;
+
+impl LiveState {
+    fn with_capacity(log_bytes: u64) -> LiveState {
+        let entries = (log_bytes / BYTES_PER_RECORD_ESTIMATE).min(MAX_PRESIZED_ENTRIES);
+        LiveState {
+            jtis: HashMap::with_capacity(usize::try_from(entries).unwrap_or(0)),
+            ..LiveState::default()
+        }
+    }
+
+    fn issuer(&mut self, iss: &str) -> Result<u32, String> {
+        if let Some(&id) = self.issuer_ids.get(iss) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.issuers.len()).map_err(|_| "too many issuers".to_string())?;
+        self.issuers.push(iss.to_owned());
+        self.issuer_ids.insert(iss.to_owned(), id);
+        Ok(id)
+    }
+
+    fn apply(&mut self, line: Line<'_>) -> Result<(), String> {
+        let iss = self.issuer(&line.iss.0)?;
+        let seq = self.next_seq;
+        match line.op {
+            Op::RevokeJti => {
+                let key = (iss, required("jti", line.jti)?);
+                match self.jtis.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let entry = e.get_mut();
+                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(JtiEntry {
+                            seq,
+                            expires_at: line.expires_at,
+                        });
+                        self.next_seq += 1;
+                    }
+                }
+            }
+            Op::RevokeSubject => {
+                let key = (iss, required("sub", line.sub)?);
+                let before = line.before.ok_or("missing field `before`")?;
+                match self.subjects.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let entry = e.get_mut();
+                        entry.before = entry.before.max(before);
+                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(SubjectEntry {
+                            seq,
+                            before,
+                            expires_at: line.expires_at,
+                        });
+                        self.next_seq += 1;
+                    }
+                }
+            }
+            Op::DeleteJti => {
+                self.jtis.remove(&(iss, required("jti", line.jti)?));
+            }
+            Op::DeleteSubject => {
+                self.subjects.remove(&(iss, required("sub", line.sub)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops entries with `expires_at < now` and returns the rest in order of first appearance.
+    fn into_records(self, now: i64) -> Vec<Record> {
+        let alive = |expires_at: Option<i64>| expires_at.is_none_or(|t| t >= now);
+        let issuers = &self.issuers;
+        let issuer = |id: u32| issuers.get(id as usize).cloned().unwrap_or_default();
+        let mut ordered: Vec<(u64, Record)> =
+            Vec::with_capacity(self.jtis.len() + self.subjects.len());
+        ordered.extend(
+            self.jtis
+                .into_iter()
+                .filter(|(_, e)| alive(e.expires_at))
+                .map(|((iss, jti), e)| {
+                    let record = Record::RevokeJti {
+                        iss: issuer(iss),
+                        jti: jti.into_string(),
+                        expires_at: e.expires_at,
+                    };
+                    (e.seq, record)
+                }),
+        );
+        ordered.extend(
+            self.subjects
+                .into_iter()
+                .filter(|(_, e)| alive(e.expires_at))
+                .map(|((iss, sub), e)| {
+                    let record = Record::RevokeSubject {
+                        iss: issuer(iss),
+                        sub: sub.into_string(),
+                        before: e.before,
+                        expires_at: e.expires_at,
+                    };
+                    (e.seq, record)
+                }),
+        );
+        ordered.sort_unstable_by_key(|(seq, _)| *seq);
+        ordered.into_iter().map(|(_, record)| record).collect()
+    }
+}
+
+fn required(field: &str, value: Option<Text<'_>>) -> Result<Box<str>, String> {
+    match value {
+        Some(Text(Cow::Borrowed(s))) => Ok(s.into()),
+        Some(Text(Cow::Owned(s))) => Ok(s.into_boxed_str()),
+        None => Err(format!("missing field `{field}`")),
+    }
+}
+
+/// One log line as replay reads it: [`Record`]'s fields flattened, strings borrowed from the line
+/// when they have no escapes. serde's internally tagged enums buffer every field into an owned
+/// intermediate value first, which made replay twice as slow; this form reads each field once.
+/// Which fields an `op` requires is checked in [`LiveState::apply`]; other fields are ignored, as
+/// the derived `Record` does. `wire_forms_agree` in the tests keeps the two readers in step.
+#[derive(Deserialize)]
+struct Line<'a> {
+    op: Op,
+    #[serde(borrow)]
+    iss: Text<'a>,
+    #[serde(borrow, default)]
+    jti: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    sub: Option<Text<'a>>,
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    RevokeJti,
+    RevokeSubject,
+    DeleteJti,
+    DeleteSubject,
+}
+
+/// A JSON string borrowed from the input when it has no escapes, owned otherwise. (serde's own
+/// `Cow<str>` impl always copies unless it is a direct struct field, not inside an `Option`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Two revocations of the same key merge to the one that lasts longer; `None` (until deleted)
+/// outlasts any time. Keeping the longer one can only keep a token revoked, never un-revoke it.
+fn later_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "portcullis-revstore-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn log(&self) -> PathBuf {
+            self.0.join("data").join("revocations.jsonl")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
+        Record::RevokeJti {
+            iss: iss.into(),
+            jti: jti.into(),
+            expires_at,
+        }
+    }
+
+    fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
+        Record::RevokeSubject {
+            iss: iss.into(),
+            sub: sub.into(),
+            before,
+            expires_at,
+        }
+    }
+
+    fn line(record: &Record) -> String {
+        let mut s = serde_json::to_string(record).unwrap();
+        s.push('\n');
+        s
+    }
+
+    /// Opens a fresh store on `path` and loads it, as a restart would.
+    fn restart(path: &Path, now: i64) -> (FileStore, Loaded) {
+        let store = FileStore::open(path).unwrap();
+        let loaded = store.load_and_compact(now).unwrap();
+        (store, loaded)
+    }
+
+    fn file_records(path: &Path) -> Vec<Record> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn wire_format_is_tagged_by_op() {
+        assert_eq!(
+            serde_json::to_string(&jti("I", "J", Some(5))).unwrap(),
+            r#"{"op":"revoke_jti","iss":"I","jti":"J","expires_at":5}"#
+        );
+        let parsed: Record =
+            serde_json::from_str(r#"{"op":"delete_subject","iss":"I","sub":"S"}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Record::DeleteSubject {
+                iss: "I".into(),
+                sub: "S".into()
+            }
+        );
+        // A missing expires_at reads as "until deleted".
+        let parsed: Record =
+            serde_json::from_str(r#"{"op":"revoke_subject","iss":"I","sub":"S","before":7}"#)
+                .unwrap();
+        assert_eq!(parsed, subject("I", "S", 7, None));
+    }
+
+    #[test]
+    fn append_then_reload_round_trips() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, loaded) = restart(&path, 100);
+        assert!(loaded.records.is_empty() && loaded.warnings.is_empty());
+        assert_eq!(store.name(), "file");
+        let written = vec![
+            jti("https://a", "j1", Some(200)),
+            subject("https://a", "alice", 90, None),
+            jti("https://b", "j\"2\n", None),
+        ];
+        for r in &written {
+            store.append(r).unwrap();
+        }
+        drop(store);
+        let (_, loaded) = restart(&path, 100);
+        assert_eq!(loaded.records, written);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn deletions_remove_and_later_revocations_come_back() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        store.append(&jti("I", "j1", None)).unwrap();
+        store.append(&jti("I", "j2", None)).unwrap();
+        store.append(&subject("I", "s1", 10, None)).unwrap();
+        store.append(&subject("I", "s2", 10, None)).unwrap();
+        store
+            .append(&Record::DeleteJti {
+                iss: "I".into(),
+                jti: "j1".into(),
+            })
+            .unwrap();
+        store
+            .append(&Record::DeleteSubject {
+                iss: "I".into(),
+                sub: "s1".into(),
+            })
+            .unwrap();
+        // Deleting something never revoked, or for another issuer, is harmless.
+        store
+            .append(&Record::DeleteJti {
+                iss: "other".into(),
+                jti: "j2".into(),
+            })
+            .unwrap();
+        // Revoked again after its deletion: live again, ordered by its new appearance.
+        store.append(&jti("I", "j1", Some(50))).unwrap();
+        drop(store);
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![
+                jti("I", "j2", None),
+                subject("I", "s2", 10, None),
+                jti("I", "j1", Some(50)),
+            ]
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_at_load() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        store.append(&jti("I", "old", Some(99))).unwrap();
+        store.append(&jti("I", "edge", Some(100))).unwrap();
+        store.append(&jti("I", "forever", None)).unwrap();
+        store.append(&subject("I", "old", 1, Some(50))).unwrap();
+        store.append(&subject("I", "new", 1, Some(150))).unwrap();
+        drop(store);
+        let (_, loaded) = restart(&path, 100);
+        assert_eq!(
+            loaded.records,
+            vec![
+                jti("I", "edge", Some(100)),
+                jti("I", "forever", None),
+                subject("I", "new", 1, Some(150)),
+            ]
+        );
+        // Compaction removed them from the file too.
+        assert_eq!(file_records(&path), loaded.records);
+    }
+
+    #[test]
+    fn subject_cutoffs_merge_to_the_larger_before_and_later_expiry() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        store.append(&subject("I", "a", 100, Some(1000))).unwrap();
+        store.append(&subject("I", "a", 50, Some(2000))).unwrap();
+        store.append(&subject("I", "b", 10, None)).unwrap();
+        store.append(&subject("I", "b", 20, Some(30))).unwrap();
+        store.append(&subject("other", "a", 5, Some(5))).unwrap();
+        store.append(&jti("I", "j", Some(10))).unwrap();
+        store.append(&jti("I", "j", Some(5))).unwrap();
+        drop(store);
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![
+                subject("I", "a", 100, Some(2000)),
+                subject("I", "b", 20, None),
+                subject("other", "a", 5, Some(5)),
+                jti("I", "j", Some(10)),
+            ]
+        );
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_the_log_is_clean_afterwards() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let whole = [jti("I", "j1", None), subject("I", "s", 5, None)];
+        let torn = line(&jti("I", "j3", None));
+        let content = format!(
+            "{}{}{}",
+            line(&whole[0]),
+            line(&whole[1]),
+            &torn[..torn.len() / 2]
+        );
+        fs::write(&path, content).unwrap();
+
+        let (store, loaded) = restart(&path, 0);
+        assert_eq!(loaded.records, whole);
+        assert_eq!(loaded.warnings, vec!["line 3: torn last line skipped"]);
+        let clean = format!("{}{}", line(&whole[0]), line(&whole[1]));
+        assert_eq!(fs::read_to_string(&path).unwrap(), clean);
+
+        store.append(&jti("I", "j4", None)).unwrap();
+        drop(store);
+        let (_, loaded) = restart(&path, 0);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.records.len(), 3);
+        assert_eq!(loaded.records[2], jti("I", "j4", None));
+    }
+
+    #[test]
+    fn complete_json_without_newline_is_still_torn() {
+        // The newline is part of the write that the fsync acknowledges; without it the append
+        // never returned Ok.
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let last = line(&jti("I", "j2", None));
+        fs::write(
+            &path,
+            format!("{}{}", line(&jti("I", "j1", None)), last.trim_end()),
+        )
+        .unwrap();
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
+        assert_eq!(loaded.warnings, vec!["line 2: torn last line skipped"]);
+    }
+
+    #[test]
+    fn appending_after_a_torn_tail_without_loading_keeps_the_new_record() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(
+            &path,
+            format!("{}{{\"op\":\"rev", line(&jti("I", "j1", None))),
+        )
+        .unwrap();
+        let store = FileStore::open(&path).unwrap();
+        store.append(&jti("I", "j2", None)).unwrap();
+        drop(store);
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].starts_with("line 2: invalid record ("));
+    }
+
+    #[test]
+    fn bad_lines_in_the_middle_are_reported_by_line_number() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let content = [
+            line(&jti("I", "j1", None)).into_bytes(),
+            b"this is not json\n".to_vec(),
+            line(&jti("I", "j2", None)).into_bytes(),
+            b"\n".to_vec(),
+            b"{\"op\":\"revoke_jti\",\"iss\":\"I\"}\n".to_vec(),
+            b"{\"op\":\"explode\",\"iss\":\"I\"}\n".to_vec(),
+            // A well-formed record except for invalid UTF-8 in a string.
+            b"{\"op\":\"revoke_jti\",\"iss\":\"I\",\"jti\":\"\xff\xfe\"}\n".to_vec(),
+            line(&subject("I", "s", 3, None)).into_bytes(),
+        ]
+        .concat();
+        fs::write(&path, content).unwrap();
+        let (store, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![
+                jti("I", "j1", None),
+                jti("I", "j2", None),
+                subject("I", "s", 3, None)
+            ]
+        );
+        let lines: Vec<&str> = loaded
+            .warnings
+            .iter()
+            .map(|w| w.split(':').next().unwrap())
+            .collect();
+        assert_eq!(lines, vec!["line 2", "line 5", "line 6", "line 7"]);
+        assert!(
+            loaded.warnings[1].contains("missing field `jti`"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(loaded.warnings.iter().all(|w| w.ends_with(", skipped")));
+        // The bad lines are gone from the compacted log.
+        assert_eq!(file_records(&path), loaded.records);
+        drop(store);
+        assert!(restart(&path, 0).1.warnings.is_empty());
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_losing_the_next() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut content = line(&jti("I", "j1", None)).into_bytes();
+        content.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES as usize) * 3));
+        content.push(b'\n');
+        content.extend(line(&jti("I", "j2", None)).into_bytes());
+        fs::write(&path, content).unwrap();
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+        assert_eq!(
+            loaded.warnings,
+            vec![format!(
+                "line 2: longer than {MAX_LINE_BYTES} bytes, skipped"
+            )]
+        );
+    }
+
+    #[test]
+    fn warnings_are_capped() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "garbage\n".repeat(MAX_WARNINGS + 7)).unwrap();
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(loaded.warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(loaded.warnings[MAX_WARNINGS], "7 more bad lines skipped");
+    }
+
+    #[test]
+    fn compaction_writes_exactly_the_live_state() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        for i in 0..50 {
+            store.append(&jti("I", &format!("j{i}"), Some(i))).unwrap();
+            store.append(&subject("I", "s", i, None)).unwrap();
+            if i % 2 == 0 {
+                store
+                    .append(&Record::DeleteJti {
+                        iss: "I".into(),
+                        jti: format!("j{i}"),
+                    })
+                    .unwrap();
+            }
+        }
+        drop(store);
+        let (store, loaded) = restart(&path, 20);
+        let mut expected: Vec<Record> = (21..50)
+            .filter(|i| i % 2 == 1)
+            .map(|i| jti("I", &format!("j{i}"), Some(i)))
+            .collect();
+        expected.insert(0, subject("I", "s", 49, None));
+        assert_eq!(loaded.records, expected);
+        assert_eq!(file_records(&path), expected);
+        assert!(!store.tmp_path().exists());
+        // Compacting a compacted log changes nothing.
+        let again = store.load_and_compact(20).unwrap();
+        assert_eq!(again.records, expected);
+        assert_eq!(file_records(&path), expected);
+    }
+
+    #[test]
+    fn a_compaction_failure_is_an_error_not_a_panic() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let store = FileStore::open(&path).unwrap();
+        // Runs as root in CI, so a read-only directory would not stop it; a directory where the
+        // temporary file must go does.
+        fs::create_dir_all(store.tmp_path().join("occupied")).unwrap();
+        let err = store.load_and_compact(0).unwrap_err();
+        assert!(err.contains("cannot compact"), "{err}");
+        assert!(err.contains(".tmp"), "{err}");
+    }
+
+    #[test]
+    fn open_fails_cleanly_on_a_directory() {
+        let dir = TempDir::new();
+        let err = FileStore::open(&dir.0).unwrap_err();
+        assert!(err.contains("cannot open"), "{err}");
+    }
+
+    #[test]
+    fn memory_store_keeps_nothing() {
+        let store = MemoryStore;
+        store.append(&jti("I", "j", None)).unwrap();
+        let loaded = store.load_and_compact(0).unwrap();
+        assert!(loaded.records.is_empty() && loaded.warnings.is_empty());
+        assert_eq!(store.name(), "memory");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn log_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let path = dir.log();
+        let store = FileStore::open(&path).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        store.load_and_compact(0).unwrap();
+        assert_eq!(mode(&path), 0o600, "the compacted file too");
+    }
+
+    /// `cargo test --release --lib revocation::store -- --ignored --nocapture`
+    #[test]
+    #[ignore = "performance: run in release"]
+    fn replay_of_a_million_lines_is_fast() {
+        const N: usize = 1_000_000;
+        let dir = TempDir::new();
+        let path = dir.log();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let mut out = BufWriter::new(File::create(&path).unwrap());
+            for i in 0..N {
+                let record = match i % 10 {
+                    0 => subject(
+                        "https://id.example.com",
+                        &format!("user-{i}"),
+                        1_700_000_000,
+                        Some(1_700_086_400),
+                    ),
+                    // Deletes the revocation written just before it.
+                    3 => Record::DeleteJti {
+                        iss: "https://id.example.com".into(),
+                        jti: format!("01J8Z3K4Q6W7E8R9T0Y1U2I3O{:07}", i - 1),
+                    },
+                    _ => jti(
+                        "https://id.example.com",
+                        &format!("01J8Z3K4Q6W7E8R9T0Y1U2I3O{i:07}"),
+                        Some(1_700_000_000 + i as i64),
+                    ),
+                };
+                serde_json::to_writer(&mut out, &record).unwrap();
+                out.write_all(b"\n").unwrap();
+            }
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        let t = Instant::now();
+        let (r, _) = replay(BufReader::new(File::open(&path).unwrap()), size, 0).unwrap();
+        println!("TMP replay only {:?} {}", t.elapsed(), r.len());
+        let t = Instant::now();
+        let mut n = 0;
+        for l in fs::read(&path).unwrap().split(|&b| b == b'\n') {
+            if !l.is_empty() {
+                let _r: Record = serde_json::from_slice(l).unwrap();
+                n += 1;
+            }
+        }
+        println!("TMP parse only {:?} {n}", t.elapsed());
+        let data = fs::read(&path).unwrap();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut n = 0;
+            for l in data.split(|&b| b == b'\n') {
+                if !l.is_empty() {
+                    let _r: Line = serde_json::from_slice(l).unwrap();
+                    n += 1;
+                }
+            }
+            let a = t.elapsed();
+            let t = Instant::now();
+            for l in data.split(|&b| b == b'\n') {
+                if !l.is_empty() {
+                    let _r: Record = serde_json::from_slice(l).unwrap();
+                    n += 1;
+                }
+            }
+            let b = t.elapsed();
+            let t = Instant::now();
+            let mut live = LiveState::with_capacity(size);
+            for l in data.split(|&b| b == b'\n') {
+                if !l.is_empty() {
+                    let r: Line = serde_json::from_slice(l).unwrap();
+                    live.apply(r).unwrap();
+                }
+            }
+            let c = t.elapsed();
+            let t = Instant::now();
+            let recs = live.into_records(0);
+            let d = t.elapsed();
+            let t = Instant::now();
+            drop(recs);
+            println!(
+                "TMP Line {a:?} Record {b:?} Line+apply {c:?} into_records {d:?} drop {:?} {n}",
+                t.elapsed()
+            );
+        }
+        drop(r);
+        let store = FileStore::open(&path).unwrap();
+        let cpu_start = thread_cpu_time();
+        let start = Instant::now();
+        let loaded = store.load_and_compact(0).unwrap();
+        let elapsed = start.elapsed();
+        let cpu = thread_cpu_time()
+            .zip(cpu_start)
+            .map(|(end, start)| end - start);
+        println!(
+            "replayed and compacted {N} lines ({:.1} MB) into {} live entries in {elapsed:?} \
+             (on-CPU {cpu:?})",
+            size as f64 / 1e6,
+            loaded.records.len()
+        );
+        assert!(loaded.warnings.is_empty());
+        assert_eq!(loaded.records.len(), N - 2 * N / 10);
+        assert!(elapsed.as_secs_f64() < 5.0, "{elapsed:?}");
+    }
+
+    /// On-CPU time of this thread (Linux), so the figure means something on a shared machine.
+    fn thread_cpu_time() -> Option<std::time::Duration> {
+        let text = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let ns = text.split_whitespace().next()?.parse().ok()?;
+        Some(std::time::Duration::from_nanos(ns))
+    }
+}
