@@ -23,9 +23,11 @@ use crate::config::AuthMode;
 use crate::forwarding::{self, ForwardedFor};
 use crate::head_timeout;
 use crate::hygiene::{self, RequestTarget};
+use crate::issuer;
 use crate::metrics;
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::revocation::service::Revocations;
+use crate::revocation::store::Record;
 use crate::routing::RouteMatch;
 use crate::runtime::{Persistent, Snapshot};
 use crate::upstream::{HashKey, Tried};
@@ -83,7 +85,19 @@ pub struct Ctx {
 enum Verdict {
     Proxy,
     Respond(LocalResponse),
+    Issuer(IssuerEndpoint),
 }
+
+/// The built-in token issuer's endpoints under its `path_prefix`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IssuerEndpoint {
+    Token,
+    Revoke,
+    Jwks,
+}
+
+/// Form bodies for the issuer are small; anything bigger is refused before parsing.
+const MAX_ISSUER_BODY: usize = 16 * 1024;
 
 impl Gateway {
     fn hsts<'a>(&self, snap: &'a Snapshot) -> Option<&'a HeaderValue> {
@@ -159,6 +173,37 @@ impl Gateway {
             };
         }
 
+        if let Some(iss) = &snap.issuer {
+            let prefix = iss.path_prefix().trim_end_matches('/');
+            let endpoint = match path.strip_prefix(prefix) {
+                Some("/token") => Some(IssuerEndpoint::Token),
+                Some("/revoke") => Some(IssuerEndpoint::Revoke),
+                Some("/jwks.json") => Some(IssuerEndpoint::Jwks),
+                _ => None,
+            };
+            if let Some(ep) = endpoint {
+                let allowed = match ep {
+                    IssuerEndpoint::Jwks => {
+                        req.method == http::Method::GET || req.method == http::Method::HEAD
+                    }
+                    _ => req.method == http::Method::POST,
+                };
+                if !allowed {
+                    let allow = if ep == IssuerEndpoint::Jwks {
+                        "GET, HEAD"
+                    } else {
+                        "POST"
+                    };
+                    return Verdict::Respond(
+                        LocalResponse::error(405, "method_not_allowed", "method not allowed")
+                            .with_header(header::ALLOW, HeaderValue::from_static(allow)),
+                    );
+                }
+                ctx.host = host;
+                return Verdict::Issuer(ep);
+            }
+        }
+
         let lookup_host = host
             .as_deref()
             .map(strip_port)
@@ -217,6 +262,100 @@ impl Gateway {
         Verdict::Proxy
     }
 
+    /// `POST {prefix}/token`, `POST {prefix}/revoke` (RFC 7009) and `GET {prefix}/jwks.json`.
+    async fn issuer_endpoint(
+        &self,
+        session: &mut Session,
+        snap: &Snapshot,
+        ep: IssuerEndpoint,
+    ) -> LocalResponse {
+        let Some(iss) = &snap.issuer else {
+            return LocalResponse::not_found();
+        };
+        if ep == IssuerEndpoint::Jwks {
+            return LocalResponse {
+                status: 200,
+                headers: vec![
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=300"),
+                    ),
+                ],
+                body: Bytes::copy_from_slice(iss.jwks_json()),
+            };
+        }
+        let body = match read_body(session, MAX_ISSUER_BODY).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let req = session.req_header();
+        let content_type = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes);
+        let now = unix_now();
+        if ep == IssuerEndpoint::Revoke {
+            // RFC 7009: holding the token is the credential; it is verified first so a forged
+            // token revokes nothing, and the answer is 200 whatever happened.
+            if let (Some(token), Some(auth)) =
+                (issuer::revoke_form_token(&body, content_type), &snap.auth)
+            {
+                let only_issuer = ["issuer".to_string()];
+                if let Ok(v) = auth.authenticate(&token, Some(&only_issuer), now).await {
+                    if let Some(jti) = &v.jti {
+                        let record = Record::RevokeJti {
+                            iss: v.iss.clone(),
+                            jti: jti.clone(),
+                            expires_at: Some(v.exp.saturating_add(30)),
+                        };
+                        if let Err(e) = self.shared.revocations.record(record).await {
+                            log::error!("token revocation not stored: {e}");
+                            return LocalResponse::error(
+                                503,
+                                "temporarily_unavailable",
+                                "revocation could not be stored",
+                            );
+                        }
+                    }
+                }
+            }
+            return LocalResponse {
+                status: 200,
+                headers: vec![
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (header::PRAGMA, HeaderValue::from_static("no-cache")),
+                ],
+                body: Bytes::new(),
+            };
+        }
+        let authorization = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let client_ip = client_addr(session);
+        let r = iss
+            .token_endpoint(&body, content_type, authorization, client_ip, now)
+            .await;
+        let mut headers = Vec::with_capacity(r.headers.len());
+        for (name, value) in r.headers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.push((n, v));
+            }
+        }
+        LocalResponse {
+            status: r.status,
+            headers,
+            body: Bytes::from(r.body),
+        }
+    }
+
     fn route_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
         match (&ctx.snap, ctx.route) {
             (Some(s), Some(i)) => s.routes.get(i).map_or("", |r| r.name.as_str()),
@@ -229,6 +368,28 @@ fn has_access_token_param(query: &str) -> bool {
     query
         .split('&')
         .any(|pair| pair.split('=').next().is_some_and(|k| k == "access_token"))
+}
+
+/// Reads a whole request body of at most `cap` bytes (413 beyond).
+async fn read_body(session: &mut Session, cap: usize) -> Result<Vec<u8>, LocalResponse> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > cap {
+                    session.set_keepalive(None);
+                    return Err(LocalResponse::for_status(413));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(LocalResponse::bad_request(
+                    "the request body could not be read",
+                ))
+            }
+        }
+    }
 }
 
 /// Request line plus header lines, as `limits.max_header_bytes` counts them.
@@ -418,8 +579,11 @@ impl ProxyHttp for Gateway {
                 Decision::Skipped | Decision::Anonymous => {}
             }
         }
+        if let Verdict::Issuer(ep) = verdict {
+            verdict = Verdict::Respond(self.issuer_endpoint(session, &snap, ep).await);
+        }
         match verdict {
-            Verdict::Proxy => Ok(false),
+            Verdict::Proxy | Verdict::Issuer(_) => Ok(false),
             Verdict::Respond(resp) => {
                 let common = CommonHeaders {
                     request_id: Some(&ctx.request_id),

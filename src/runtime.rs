@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 use crate::auth::authenticator::{Authenticator, KeySource, Provider};
 use crate::auth::cache::TokenCache;
 use crate::auth::gate::RouteAuth;
-use crate::auth::jwk::Alg;
+use crate::auth::jwk::{parse_jwks, Alg};
 use crate::auth::policy::AccessPolicy;
 use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
 use crate::auth::verifier::ValidationPolicy;
 use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
+use crate::issuer::Issuer;
 use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
 use crate::upstream::{HealthRegistry, Upstream};
@@ -29,6 +30,8 @@ pub struct Persistent {
     pub revocations: Arc<RevocationList>,
     token_cache: Mutex<Option<(TokenCacheConf, Arc<TokenCache>)>>,
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
+    /// The last issuer built, whose login-throttle counters a reload must not reset.
+    issuer: Mutex<Option<Arc<Issuer>>>,
 }
 
 impl Persistent {
@@ -38,6 +41,7 @@ impl Persistent {
             revocations,
             token_cache: Mutex::new(None),
             providers: Mutex::new(HashMap::new()),
+            issuer: Mutex::new(None),
         }
     }
 
@@ -118,6 +122,8 @@ pub struct Snapshot {
     pub auth: Option<Arc<Authenticator>>,
     /// Key-set runtimes whose refresh loops must run while this snapshot is current.
     pub provider_runtimes: Vec<Arc<ProviderRuntime>>,
+    /// The built-in token issuer, when enabled.
+    pub issuer: Option<Arc<Issuer>>,
     /// SHA-256 of the admin token; `None` disables `/admin/*` (403).
     pub admin_token_digest: Option<Vec<u8>>,
 }
@@ -212,6 +218,25 @@ impl Snapshot {
                 keys: KeySource::Fetched(rt),
             }));
         }
+        let mut issuer = None;
+        if let Some(conf) = c.issuer.as_ref().filter(|i| i.enabled) {
+            match Issuer::load(conf, &loaded.base_dir) {
+                Ok(iss) => {
+                    let iss = Arc::new(iss);
+                    match issuer_provider(&iss) {
+                        Ok(p) => providers.push(Arc::new(p)),
+                        Err(e) => errors.push(e),
+                    }
+                    let mut last = keep.issuer.lock();
+                    if let Some(prev) = last.as_ref() {
+                        iss.inherit_state(prev);
+                    }
+                    *last = Some(Arc::clone(&iss));
+                    issuer = Some(iss);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -251,9 +276,34 @@ impl Snapshot {
             forward_authorization: c.forward_authorization,
             auth,
             provider_runtimes,
+            issuer,
             admin_token_digest: admin_token(loaded).map(|t| Sha256::digest(t.as_bytes()).to_vec()),
         })
     }
+}
+
+/// The built-in issuer is a provider like any other (named "issuer"), with its own public key
+/// as a fixed key set, so its tokens go through exactly the same verification path.
+fn issuer_provider(iss: &Issuer) -> Result<Provider, String> {
+    let alg = Alg::parse(iss.algorithm()).ok_or("issuer.signing_key: unsupported algorithm")?;
+    let parsed =
+        parse_jwks(iss.jwks_json(), &[alg]).map_err(|e| format!("issuer.signing_key: {e}"))?;
+    if parsed.keys.is_empty() {
+        return Err("issuer.signing_key: the public key is not usable".into());
+    }
+    Ok(Provider {
+        policy: ValidationPolicy {
+            provider: Arc::from("issuer"),
+            issuer: iss.issuer().to_string(),
+            audiences: vec![iss.audience().to_string()],
+            algorithms: vec![alg],
+            leeway_secs: 30,
+            max_lifetime_secs: None,
+            require_jti: true,
+            accepted_types: Vec::new(),
+        },
+        keys: KeySource::Fixed(Arc::new(parsed.keys)),
+    })
 }
 
 /// The admin token from `admin.token_file` (trimmed) or the `admin.token_env` variable. An empty

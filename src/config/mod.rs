@@ -588,14 +588,88 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Vec<String>> {
     })
 }
 
-/// Parses YAML into typed structs, reporting the key path of the first structural error.
+/// Parses YAML into typed structs. When that fails, every section (and every route, provider
+/// and upstream) is parsed again on its own, so one file's structural errors are all reported
+/// at once rather than one per run.
 pub fn parse(text: &[u8]) -> Result<Config, Vec<String>> {
     let de = serde_yaml::Deserializer::from_slice(text);
     serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        vec![describe_parse_error(&path, &inner)]
+        let first = describe_parse_error(&path, &inner);
+        let mut all = structural_errors(text);
+        if all.is_empty() {
+            all.push(first);
+        }
+        all
     })
+}
+
+fn structural_errors(text: &[u8]) -> Vec<String> {
+    use serde_yaml::Value;
+    let Ok(Value::Mapping(root)) = serde_yaml::from_slice::<Value>(text) else {
+        return Vec::new();
+    };
+    let mut errs = Vec::new();
+    fn check<T: serde::de::DeserializeOwned>(at: &str, v: &Value, errs: &mut Vec<String>) {
+        if let Err(e) = serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            let inner = e.path().to_string();
+            let path = match inner.as_str() {
+                "." | "" => at.to_string(),
+                p if p.starts_with('[') => format!("{at}{p}"),
+                p => format!("{at}.{p}"),
+            };
+            errs.push(describe_parse_error(&path, &e.into_inner().to_string()));
+        }
+    }
+    if !root.contains_key("listeners") {
+        errs.push("listeners: required".into());
+    }
+    for (k, v) in &root {
+        let Some(key) = k.as_str() else {
+            errs.push(format!("{k:?}: keys must be strings"));
+            continue;
+        };
+        match key {
+            "server" => check::<pingora::server::configuration::ServerConf>(key, v, &mut errs),
+            "listeners" => check::<Listeners>(key, v, &mut errs),
+            "https_redirect" => check::<HttpsRedirect>(key, v, &mut errs),
+            "hsts" => check::<Hsts>(key, v, &mut errs),
+            "trusted_proxies" => check::<Vec<String>>(key, v, &mut errs),
+            "limits" => check::<Limits>(key, v, &mut errs),
+            "token_cache" => check::<TokenCacheConf>(key, v, &mut errs),
+            "revocation" => check::<RevocationConf>(key, v, &mut errs),
+            "identity_headers" => check::<BTreeMap<String, String>>(key, v, &mut errs),
+            "forward_authorization" => check::<bool>(key, v, &mut errs),
+            "admin" => check::<AdminConf>(key, v, &mut errs),
+            "issuer" => check::<Option<IssuerConf>>(key, v, &mut errs),
+            "access_log" => check::<AccessLogConf>(key, v, &mut errs),
+            "routes" | "providers" => match v {
+                Value::Sequence(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let at = format!("{key}[{i}]");
+                        if key == "routes" {
+                            check::<RouteConf>(&at, item, &mut errs);
+                        } else {
+                            check::<ProviderConf>(&at, item, &mut errs);
+                        }
+                    }
+                }
+                _ => errs.push(format!("{key}: must be a list")),
+            },
+            "upstreams" => match v {
+                Value::Mapping(ups) => {
+                    for (name, u) in ups {
+                        let at = format!("upstreams.{}", name.as_str().unwrap_or("?"));
+                        check::<UpstreamConf>(&at, u, &mut errs);
+                    }
+                }
+                _ => errs.push("upstreams: must be a map of name -> upstream".into()),
+            },
+            other => errs.push(format!("{other}: unknown key")),
+        }
+    }
+    errs
 }
 
 /// serde reports an unknown key at its parent's path; name the key itself instead, and drop
@@ -652,6 +726,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err[0].starts_with("upstreams.u.timeouts.read:"), "{err:?}");
+    }
+
+    #[test]
+    fn every_structural_error_is_listed() {
+        let err = parse(
+            b"listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: 5x}\nroutes:\n  - {name: a, matchh: {}}\n  - {name: b, match: {}, upstream: u, visibility: secret}\nbogus: 1\n",
+        )
+        .unwrap_err();
+        let joined = err.join("\n");
+        for want in [
+            "upstreams.u.timeouts.read:",
+            "routes[0].matchh: unknown key",
+            "routes[1].visibility:",
+            "bogus: unknown key",
+        ] {
+            assert!(joined.contains(want), "{want} missing in {joined}");
+        }
     }
 
     #[test]
