@@ -200,16 +200,23 @@ impl AdminApp {
 
     /// Turns a request body into what it names, with `<field>: <problem>` errors.
     fn target(&self, body: &[u8]) -> Result<Target, String> {
-        let b: RevocationBody = serde_json::from_slice(body).map_err(|e| {
-            let msg = e.to_string();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let b: RevocationBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            // Drop serde_json's " at line 1 column N" tail: the field name says where.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             match msg
                 .strip_prefix("unknown field `")
                 .and_then(|r| r.split_once('`'))
             {
-                Some((field, _)) => format!("{field}: unknown field"),
+                Some((name, _)) => format!("{name}: unknown field"),
+                None if field != "." && !field.is_empty() => format!("{field}: {msg}"),
                 None => format!("body: invalid JSON ({msg})"),
             }
         })?;
+        de.end()
+            .map_err(|_| "body: trailing characters after the JSON object".to_string())?;
         if let Some(token) = b.token {
             if b.iss.is_some()
                 || b.jti.is_some()

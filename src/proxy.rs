@@ -79,6 +79,7 @@ pub struct Ctx {
     body_bytes: u64,
     verified: Option<Arc<VerifiedToken>>,
     auth_label: Option<&'static str>,
+    query_token: bool,
 }
 
 /// What the request filter decided.
@@ -111,7 +112,7 @@ impl Gateway {
         let req = session.req_header();
         let method = req.method.as_str();
         if req.method == http::Method::CONNECT {
-            return Verdict::Respond(LocalResponse::bad_request("CONNECT is not supported"));
+            return Verdict::Respond(LocalResponse::bad_framing("CONNECT is not supported"));
         }
         if !STANDARD_METHODS.contains(&method) {
             return Verdict::Respond(LocalResponse::bad_request("unsupported method"));
@@ -142,7 +143,21 @@ impl Gateway {
         };
         if req.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
             // Two lengths, even equal ones, are a framing ambiguity (request smuggling).
-            return Verdict::Respond(LocalResponse::bad_request("more than one Content-Length"));
+            return Verdict::Respond(LocalResponse::bad_framing("more than one Content-Length"));
+        }
+        if nominates_forwarding_header(req) {
+            return Verdict::Respond(LocalResponse::bad_request(
+                "Connection must not name Host or X-Forwarded-* headers",
+            ));
+        }
+        if req.headers.contains_key(header::CONTENT_LENGTH)
+            && req.headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            // CL.TE / TE.CL: refuse rather than pick one, and never read what follows as a
+            // pipelined request (RFC 9112 §6.1).
+            return Verdict::Respond(LocalResponse::bad_framing(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
         if let Some(len) = content_length(req) {
             if len > snap.limits.max_body_bytes {
@@ -234,13 +249,7 @@ impl Gateway {
             // Exactly the no-route answer: an allowlisted route must not reveal that it exists.
             return Verdict::Respond(LocalResponse::not_found());
         }
-        if route.auth.mode != AuthMode::None && query.is_some_and(has_access_token_param) {
-            // Tokens travel in the Authorization header only (RFC 6750 §2.3 is off); a query
-            // token would be logged and forwarded by everything downstream.
-            return Verdict::Respond(LocalResponse::bad_request(
-                "access_token in the query is not accepted",
-            ));
-        }
+        ctx.query_token = query.is_some_and(has_access_token_param);
         ctx.route = Some(idx);
         ctx.host = host;
 
@@ -266,6 +275,7 @@ impl Gateway {
     async fn issuer_endpoint(
         &self,
         session: &mut Session,
+        ctx: &Ctx,
         snap: &Snapshot,
         ep: IssuerEndpoint,
     ) -> LocalResponse {
@@ -273,9 +283,9 @@ impl Gateway {
             return LocalResponse::not_found();
         };
         if ep == IssuerEndpoint::Jwks {
-            return LocalResponse {
-                status: 200,
-                headers: vec![
+            return LocalResponse::new(
+                200,
+                vec![
                     (
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
@@ -285,8 +295,8 @@ impl Gateway {
                         HeaderValue::from_static("public, max-age=300"),
                     ),
                 ],
-                body: Bytes::copy_from_slice(iss.jwks_json()),
-            };
+                Bytes::copy_from_slice(iss.jwks_json()),
+            );
         }
         let body = match read_body(session, MAX_ISSUER_BODY).await {
             Ok(b) => b,
@@ -323,20 +333,21 @@ impl Gateway {
                     }
                 }
             }
-            return LocalResponse {
-                status: 200,
-                headers: vec![
+            return LocalResponse::new(
+                200,
+                vec![
                     (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
                     (header::PRAGMA, HeaderValue::from_static("no-cache")),
                 ],
-                body: Bytes::new(),
-            };
+                Bytes::new(),
+            );
         }
         let authorization = req
             .headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let client_ip = client_addr(session);
+        // The throttle keys on the real client, not on a trusted proxy in front of it.
+        let client_ip = ctx.client_ip;
         let r = iss
             .token_endpoint(&body, content_type, authorization, client_ip, now)
             .await;
@@ -349,11 +360,7 @@ impl Gateway {
                 headers.push((n, v));
             }
         }
-        LocalResponse {
-            status: r.status,
-            headers,
-            body: Bytes::from(r.body),
-        }
+        LocalResponse::new(r.status, headers, Bytes::from(r.body))
     }
 
     fn route_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
@@ -362,6 +369,25 @@ impl Gateway {
             _ => "",
         }
     }
+}
+
+/// Pingora's upstream header policy refuses these nominations after connecting upstream; refuse
+/// them here instead, with the contract's error and before any upstream work.
+fn nominates_forwarding_header(req: &RequestHeader) -> bool {
+    req.headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t.starts_with(b":")
+                || [
+                    &b"host"[..],
+                    b"x-forwarded-for",
+                    b"x-forwarded-host",
+                    b"x-forwarded-proto",
+                ]
+                .iter()
+                .any(|p| t.eq_ignore_ascii_case(p))
+        })
+    })
 }
 
 fn has_access_token_param(query: &str) -> bool {
@@ -516,18 +542,16 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             verified: None,
             auth_label: None,
+            query_token: false,
         }
     }
 
     async fn early_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         head_timeout::request_started();
-        // Serve pipelined requests in order instead of dropping them; each is still routed and
-        // authenticated on its own.
-        session.as_downstream_mut().set_pipelining_enabled(true);
         Ok(())
     }
 
@@ -565,8 +589,14 @@ impl ProxyHttp for Gateway {
                 n += 1;
             }
             let values = values.get(..n.min(2)).unwrap_or_default();
-            let decision =
-                gate::decide(snap.auth.as_deref(), &route.auth, values, unix_now()).await;
+            let decision = gate::decide(
+                snap.auth.as_deref(),
+                &route.auth,
+                values,
+                ctx.query_token,
+                unix_now(),
+            )
+            .await;
             if let Some(label) = decision.label() {
                 ctx.auth_label = Some(label);
                 metrics::AUTH_DECISIONS
@@ -580,7 +610,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Verdict::Issuer(ep) = verdict {
-            verdict = Verdict::Respond(self.issuer_endpoint(session, &snap, ep).await);
+            verdict = Verdict::Respond(self.issuer_endpoint(session, ctx, &snap, ep).await);
         }
         match verdict {
             Verdict::Proxy | Verdict::Issuer(_) => Ok(false),

@@ -14,9 +14,24 @@ pub struct LocalResponse {
     pub status: u16,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// Close the connection afterwards: the request's framing cannot be trusted.
+    pub close: bool,
 }
 
 impl LocalResponse {
+    pub fn new(
+        status: u16,
+        headers: Vec<(header::HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> LocalResponse {
+        LocalResponse {
+            status,
+            headers,
+            body,
+            close: false,
+        }
+    }
+
     pub fn error(status: u16, code: &str, description: &str) -> LocalResponse {
         let body = serde_json::json!({ "error": code, "error_description": description });
         LocalResponse {
@@ -29,6 +44,7 @@ impl LocalResponse {
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             ],
             body: Bytes::from(body.to_string()),
+            close: false,
         }
     }
 
@@ -45,11 +61,19 @@ impl LocalResponse {
         LocalResponse::error(400, "invalid_request", description)
     }
 
+    /// A 400 after which the connection is closed, for requests whose framing is ambiguous.
+    pub fn bad_framing(description: &str) -> LocalResponse {
+        let mut r = LocalResponse::bad_request(description);
+        r.close = true;
+        r
+    }
+
     pub fn redirect(status: u16, location: HeaderValue) -> LocalResponse {
         LocalResponse {
             status,
             headers: vec![(header::LOCATION, location)],
             body: Bytes::new(),
+            close: false,
         }
     }
 
@@ -107,7 +131,7 @@ pub async fn write_local(
     }
     head.insert_header(header::CONTENT_LENGTH, resp.body.len().to_string())?;
     common.apply(&mut head)?;
-    if !session.is_body_empty() {
+    if resp.close || !session.is_body_empty() {
         session.set_keepalive(None);
     }
     let has_body = !resp.body.is_empty() && session.req_header().method != http::Method::HEAD;

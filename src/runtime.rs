@@ -28,7 +28,8 @@ use crate::upstream::{HealthRegistry, Upstream};
 pub struct Persistent {
     pub health: HealthRegistry,
     pub revocations: Arc<RevocationList>,
-    token_cache: Mutex<Option<(TokenCacheConf, Arc<TokenCache>)>>,
+    /// The cache with the settings and validation policies it was filled under.
+    token_cache: Mutex<Option<(TokenCacheConf, String, Arc<TokenCache>)>>,
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
     /// The last issuer built, whose login-throttle counters a reload must not reset.
     issuer: Mutex<Option<Arc<Issuer>>>,
@@ -45,10 +46,16 @@ impl Persistent {
         }
     }
 
-    fn token_cache(&self, conf: &TokenCacheConf) -> Arc<TokenCache> {
+    /// Reused across a reload only while the cache settings and every provider's validation
+    /// policy are unchanged: an entry verified under the old audience, leeway or algorithms
+    /// must not outlive them.
+    fn token_cache(&self, conf: &TokenCacheConf, policies: String) -> Arc<TokenCache> {
         let mut slot = self.token_cache.lock();
-        if let Some((old_conf, cache)) = slot.as_ref() {
-            if old_conf.max_entries == conf.max_entries && old_conf.max_ttl == conf.max_ttl {
+        if let Some((old_conf, old_policies, cache)) = slot.as_ref() {
+            if old_conf.max_entries == conf.max_entries
+                && old_conf.max_ttl == conf.max_ttl
+                && *old_policies == policies
+            {
                 return Arc::clone(cache);
             }
         }
@@ -56,7 +63,7 @@ impl Persistent {
             conf.max_entries,
             conf.max_ttl.get().as_secs() as i64,
         ));
-        *slot = Some((conf.clone(), Arc::clone(&cache)));
+        *slot = Some((conf.clone(), policies, Arc::clone(&cache)));
         cache
     }
 
@@ -240,10 +247,14 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let policies: String = providers
+            .iter()
+            .map(|p| format!("{:?}\n", p.policy))
+            .collect();
         let auth = (!providers.is_empty()).then(|| {
             Arc::new(Authenticator::new(
                 providers,
-                keep.token_cache(&c.token_cache),
+                keep.token_cache(&c.token_cache, policies),
                 Arc::clone(&keep.revocations),
                 c.limits.max_token_bytes,
             ))

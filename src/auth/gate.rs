@@ -46,14 +46,27 @@ impl Decision {
 
 const REALM: &str = r#"Bearer realm="portcullis""#;
 
+/// `query_token`: the query carries an `access_token` parameter. Tokens travel in the
+/// Authorization header only (RFC 6750 §2.3 is off): a query token would be logged and forwarded
+/// by everything downstream, and header plus query is "more than one method" (§3.1).
 pub async fn decide(
     auth: Option<&Authenticator>,
     route: &RouteAuth,
     authorization: &[&[u8]],
+    query_token: bool,
     now: i64,
 ) -> Decision {
     if route.mode == AuthMode::None {
         return Decision::Skipped;
+    }
+    if query_token {
+        return Decision::Denied {
+            response: challenge(
+                LocalResponse::bad_request("access_token in the query is not accepted"),
+                format!(r#"{REALM}, error="invalid_request""#),
+            ),
+            label: "malformed",
+        };
     }
     let token = match jws::extract_bearer(authorization) {
         Ok(t) => t,

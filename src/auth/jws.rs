@@ -186,6 +186,34 @@ pub struct JoseHeader {
 /// logged, so they are bounded and printable.
 pub const MAX_KID_LEN: usize = 256;
 
+const MAX_HEADER_DEPTH: usize = 16;
+
+/// Deepest `{`/`[` nesting in a JSON text, ignoring brackets inside strings.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// A `kid` fit for lookup and logging: 1..=256 printable ASCII characters.
 pub fn valid_kid(kid: &str) -> bool {
     !kid.is_empty() && kid.len() <= MAX_KID_LEN && kid.bytes().all(|b| (0x20..=0x7e).contains(&b))
@@ -201,6 +229,11 @@ pub fn valid_kid(kid: &str) -> bool {
 /// signing input), `cty: JWT` (nested tokens: H9), and a missing or unfit `kid` (K4, K5, K13:
 /// without a kid we would have to try keys, which gives attackers an oracle and costs CPU).
 pub fn parse_header(json: &[u8]) -> Result<JoseHeader, &'static str> {
+    // Ignored members are skipped without serde_json's recursion limit, so bound nesting here:
+    // no JOSE header member legitimately nests deeper than a few levels (H8).
+    if nesting_depth(json) > MAX_HEADER_DEPTH {
+        return Err("invalid header: nested too deeply");
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let raw = de
         .deserialize_any(HeaderVisitor)
@@ -463,6 +496,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    #[test]
+    fn counts_nesting_outside_strings() {
+        assert_eq!(super::nesting_depth(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(super::nesting_depth(br#"{"a":"[[[[\"[["}"#), 1);
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(40), "]".repeat(40));
+        assert!(super::parse_header(deep.as_bytes()).is_err());
     }
 }
 

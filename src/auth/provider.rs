@@ -174,14 +174,18 @@ impl ProviderRuntime {
         self.keys.load_full()
     }
 
-    /// True once a key set has been loaded and it is not older than `max_stale`.
+    /// True once a key set has been loaded and fetches have not been failing for `max_stale`.
     pub fn is_ready(&self) -> bool {
-        let fresh = {
-            let st = self.state.lock();
-            st.last_success
-                .is_some_and(|t| t.elapsed() <= self.settings.max_stale)
-        };
+        let fresh = self.fresh(&self.state.lock());
         fresh && !self.keys.load().is_empty()
+    }
+
+    /// `max_stale` bounds how long keys are kept *while fetches fail* (SPEC §2): a healthy IdP
+    /// whose refresh_interval is longer than max_stale never makes its keys stale.
+    fn fresh(&self, st: &State) -> bool {
+        st.last_success
+            .is_some_and(|t| st.last_error.is_none() || t.elapsed() <= self.settings.max_stale)
+            && !st.stale_cleared
     }
 
     /// Called by the request path when a token names a kid that is not in `keys()`.
@@ -259,7 +263,7 @@ impl ProviderRuntime {
             let now = Instant::now();
             let (due, stale_at) = {
                 let st = self.state.lock();
-                let stale_at = if st.stale_cleared {
+                let stale_at = if st.stale_cleared || st.last_error.is_none() {
                     None
                 } else {
                     st.last_success.map(|t| after(t, self.settings.max_stale))
@@ -306,12 +310,7 @@ impl ProviderRuntime {
         let keys = self.keys();
         let (last_refresh, last_error, fresh) = {
             let st = self.state.lock();
-            (
-                st.last_success_unix,
-                st.last_error.clone(),
-                st.last_success
-                    .is_some_and(|t| t.elapsed() <= self.settings.max_stale),
-            )
+            (st.last_success_unix, st.last_error.clone(), self.fresh(&st))
         };
         ProviderStatus {
             name: self.name.clone(),
@@ -619,11 +618,12 @@ impl ProviderRuntime {
             .max(s.min_refresh)
     }
 
-    /// Discards the keys once no fetch has succeeded for `max_stale`.
+    /// Discards the keys once fetches have been failing and none has succeeded for `max_stale`.
     fn expire_if_stale(&self) {
         let discarded = {
             let mut st = self.state.lock();
             let stale = !st.stale_cleared
+                && st.last_error.is_some()
                 && st
                     .last_success
                     .is_some_and(|t| t.elapsed() > self.settings.max_stale);

@@ -576,11 +576,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Vec<String>> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    let config = parse(&text)?;
-    let errors = validate(&config, &base_dir);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let config = parse_and_validate(&text, &base_dir)?;
     Ok(LoadedConfig {
         config,
         base_dir,
@@ -603,6 +599,71 @@ pub fn parse(text: &[u8]) -> Result<Config, Vec<String>> {
         }
         all
     })
+}
+
+/// Like [`parse`] followed by [`validate`], but when the file has structural errors it also
+/// reports the semantic ones: each offending key is dropped (falling back to its default) and
+/// parsing is retried, so an unknown upstream is still named next to a bad duration.
+pub fn parse_and_validate(text: &[u8], base: &Path) -> Result<Config, Vec<String>> {
+    use serde_path_to_error::Segment;
+    let config = match parse(text) {
+        Ok(c) => c,
+        Err(structural) => {
+            let Ok(mut value) = serde_yaml::from_slice::<serde_yaml::Value>(text) else {
+                return Err(structural);
+            };
+            for _ in 0..64 {
+                match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+                    Ok(best_effort) => {
+                        let mut all = structural;
+                        all.extend(validate(&best_effort, base));
+                        return Err(all);
+                    }
+                    Err(e) => {
+                        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+                        if !remove_at(&mut value, &segments) {
+                            break;
+                        }
+                    }
+                }
+            }
+            return Err(structural);
+        }
+    };
+    let errors = validate(&config, base);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Removes the mapping key a parse error points at; false when the path names no such key
+/// (e.g. a missing required field), which ends the best-effort pass.
+fn remove_at(value: &mut serde_yaml::Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    use serde_yaml::Value;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parents {
+        cur = match (seg, cur) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 fn structural_errors(text: &[u8]) -> Vec<String> {
@@ -740,6 +801,23 @@ mod tests {
             "routes[0].matchh: unknown key",
             "routes[1].visibility:",
             "bogus: unknown key",
+        ] {
+            assert!(joined.contains(want), "{want} missing in {joined}");
+        }
+    }
+
+    #[test]
+    fn semantic_errors_are_listed_beside_structural_ones() {
+        let err = parse_and_validate(
+            b"listeners: {http: {addr: '127.0.0.1:1'}}\ntrusted_proxies: [nope]\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: soon}\nroutes:\n  - {name: a, match: {}, upstream: billing, auth: {mode: none}}\n",
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        let joined = err.join("\n");
+        for want in [
+            "upstreams.u.timeouts.read:",
+            "trusted_proxies[0]",
+            "routes[0].upstream",
         ] {
             assert!(joined.contains(want), "{want} missing in {joined}");
         }

@@ -1,0 +1,145 @@
+// Portcullis hot reload under load (k6): constant-rate traffic must not see a single failed
+// request while the configuration is reloaded (POST /admin/reload or SIGHUP) underneath it.
+//
+// Scenarios:
+//   traffic   constant-arrival-rate GETs of BASE_URL + REQ_PATH (with `Authorization: Bearer
+//             TOKEN` when TOKEN is set); every answer must be EXPECT_STATUS (default 200).
+//   reloads   only when ADMIN_TOKEN is set: POST ADMIN_URL/admin/reload RELOAD_RATE times a
+//             second for the same DURATION; every answer must be 200 with a config_hash.
+//             Without ADMIN_TOKEN something else reloads (the pytest driver
+//             tests/test_reload.py::test_reload_under_load rewrites the config file between
+//             two valid versions and reloads 20 times while this script runs).
+//
+// Thresholds (k6 exits non-zero when one fails): http_req_failed rate==0, checks rate==1.
+//
+// Environment (defaults fit the `make demo` stack, conf/portcullis.yaml):
+//   BASE_URL       gateway listener                      https://localhost:8443
+//   REQ_PATH       path requested                        /users/reload-load
+//   TOKEN          bearer token for the route            (unset: log in at TOKEN_URL as USERNAME)
+//   TOKEN_URL      built-in issuer's token endpoint      BASE_URL/auth/token
+//   USERNAME       password-grant user (without TOKEN)   alice
+//   PASSWORD       its password                          alice-password
+//   NO_AUTH        1: no token at all (a route with auth: none)
+//   EXPECT_STATUS  status every request must get         200
+//   RATE           requests per second                   200
+//   DURATION       how long                              30s
+//   ADMIN_URL      admin listener                        http://127.0.0.1:9901
+//   ADMIN_TOKEN    admin token; enables the reloads scenario
+//   RELOAD_RATE    reloads per second                    2
+//
+// Stand-alone, against a running `make demo` (it prints and keeps its admin token in
+// demo-run/admin.token; the demo CA is demo-run/tls/ca.crt):
+//
+//   ADMIN_TOKEN="$(cat demo-run/admin.token)" SSL_CERT_FILE=demo-run/tls/ca.crt \
+//     load-tests/k6.sh run load-tests/reload.js
+//
+// `make loadtest` runs every script in load-tests/ against the demo stack (reusing a running
+// `make demo`), so this one runs there with the longer defaults above; export ADMIN_TOKEN as
+// shown (with `make demo` running) to include the reloads scenario. Reloading the unchanged demo
+// config still swaps in a freshly built snapshot each time, which is what is being exercised.
+import http from 'k6/http';
+import { check } from 'k6';
+
+const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
+const REQ_PATH = __ENV.REQ_PATH || '/users/reload-load';
+const TOKEN = __ENV.TOKEN || '';
+const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
+const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
+const RATE = parseInt(__ENV.RATE || '200', 10);
+const DURATION = __ENV.DURATION || '30s';
+const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
+const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || '';
+const RELOAD_RATE = parseInt(__ENV.RELOAD_RATE || '2', 10);
+
+const scenarios = {
+  traffic: {
+    executor: 'constant-arrival-rate',
+    exec: 'traffic',
+    rate: RATE,
+    timeUnit: '1s',
+    duration: DURATION,
+    preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
+    maxVUs: Math.max(50, RATE),
+  },
+};
+if (ADMIN_TOKEN) {
+  scenarios.reloads = {
+    executor: 'constant-arrival-rate',
+    exec: 'reload',
+    rate: RELOAD_RATE,
+    timeUnit: '1s',
+    duration: DURATION,
+    preAllocatedVUs: 2,
+    maxVUs: 10,
+  };
+}
+
+export const options = {
+  scenarios,
+  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  thresholds: {
+    http_req_failed: ['rate==0'],
+    checks: ['rate==1'],
+  },
+};
+
+// TOKEN as given, or (unset) a token of USERNAME from the built-in issuer: POST TOKEN_URL,
+// OAuth2 password grant. NO_AUTH=1 sends no Authorization at all.
+function bearer() {
+  if (TOKEN || __ENV.NO_AUTH === '1') return TOKEN;
+  const r = http.post(
+    TOKEN_URL,
+    { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' },
+    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
+  );
+  let token;
+  try {
+    token = r.json('access_token');
+  } catch (e) {
+    token = undefined;
+  }
+  if (r.status !== 200 || typeof token !== 'string') throw new Error(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
+  return token;
+}
+
+function params(token) {
+  return {
+    headers: token ? { Authorization: `Bearer ${token}` } : {},
+    responseCallback: http.expectedStatuses(EXPECT_STATUS),
+    redirects: 0,
+    tags: { name: 'traffic' },
+  };
+}
+
+export function setup() {
+  const token = bearer();
+  // Fail fast (before the clock starts) when the target is not serving what we expect.
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(token));
+  if (r.status !== EXPECT_STATUS) {
+    throw new Error(`GET ${BASE_URL}${REQ_PATH} answered ${r.status}, want ${EXPECT_STATUS}: ${r.body}`);
+  }
+  return { token };
+}
+
+export function traffic(data) {
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(data.token));
+  check(r, { [`traffic: status ${EXPECT_STATUS}`]: (res) => res.status === EXPECT_STATUS });
+}
+
+export function reload() {
+  const r = http.post(`${ADMIN_URL}/admin/reload`, null, {
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    responseCallback: http.expectedStatuses(200),
+    tags: { name: 'reload' },
+  });
+  check(r, {
+    'reload: 200': (res) => res.status === 200,
+    'reload: config_hash returned': (res) => {
+      try {
+        return typeof JSON.parse(res.body).config_hash === 'string';
+      } catch (e) {
+        return false;
+      }
+    },
+  });
+}

@@ -1,0 +1,117 @@
+// Portcullis graceful upgrade under load (k6): constant-rate traffic must not see a single
+// failed request or connection error while a new gateway process takes over the listening
+// sockets from the old one.
+//
+// The upgrade itself is done outside this script, while it runs (SPEC §1, Pingora's -u):
+//   1. start the new process with the SAME config and `-u`; it waits on server.upgrade_sock
+//      for the listening sockets (for about 5 s, so do step 2 promptly):
+//        target/release/portcullis -u -c conf/portcullis.yaml &
+//   2. send SIGQUIT to the old process: it hands its sockets over, keeps serving for 5 s, then
+//      drains for server.grace_period_seconds and exits:
+//        kill -QUIT <pid of the old portcullis>
+// The pytest driver tests/test_upgrade.py::test_graceful_upgrade_under_load does exactly this
+// while the script runs (100 req/s, short DURATION) and also checks that the old process exits
+// and the new one serves.
+//
+// Thresholds (k6 exits non-zero when one fails):
+//   http_req_failed rate==0, checks rate==1, and connection_errors count==0 (a request that got
+//   no HTTP answer at all: refused, reset, or closed connection).
+//
+// Environment (defaults fit the `make demo` stack, conf/portcullis.yaml):
+//   BASE_URL       gateway listener                      https://localhost:8443
+//   REQ_PATH       path requested                        /users/upgrade-load
+//   TOKEN          bearer token for the route            (unset: log in at TOKEN_URL as USERNAME)
+//   TOKEN_URL      built-in issuer's token endpoint      BASE_URL/auth/token
+//   USERNAME       password-grant user (without TOKEN)   alice
+//   PASSWORD       its password                          alice-password
+//   NO_AUTH        1: no token at all (a route with auth: none)
+//   EXPECT_STATUS  status every request must get         200
+//   RATE           requests per second                   200
+//   DURATION       how long (cover the 5 s hand-over,    30s
+//                  the grace period and some margin)
+//
+// Stand-alone against a running `make demo` (demo CA: demo-run/tls/ca.crt); in a second
+// terminal run steps 1 and 2 above during the run:
+//
+//   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/upgrade.js
+//
+// `make loadtest` runs it (without an upgrade) with the defaults above, as a steady-load check.
+import http from 'k6/http';
+import { check } from 'k6';
+import { Counter } from 'k6/metrics';
+
+const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
+const REQ_PATH = __ENV.REQ_PATH || '/users/upgrade-load';
+const TOKEN = __ENV.TOKEN || '';
+const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
+const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
+const RATE = parseInt(__ENV.RATE || '200', 10);
+const DURATION = __ENV.DURATION || '30s';
+
+const connectionErrors = new Counter('connection_errors');
+
+export const options = {
+  scenarios: {
+    traffic: {
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: DURATION,
+      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
+      maxVUs: Math.max(50, RATE),
+    },
+  },
+  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  thresholds: {
+    http_req_failed: ['rate==0'],
+    checks: ['rate==1'],
+    connection_errors: ['count==0'],
+  },
+};
+
+// TOKEN as given, or (unset) a token of USERNAME from the built-in issuer: POST TOKEN_URL,
+// OAuth2 password grant. NO_AUTH=1 sends no Authorization at all.
+function bearer() {
+  if (TOKEN || __ENV.NO_AUTH === '1') return TOKEN;
+  const r = http.post(
+    TOKEN_URL,
+    { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' },
+    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
+  );
+  let token;
+  try {
+    token = r.json('access_token');
+  } catch (e) {
+    token = undefined;
+  }
+  if (r.status !== 200 || typeof token !== 'string') throw new Error(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
+  return token;
+}
+
+function params(token) {
+  return {
+    headers: token ? { Authorization: `Bearer ${token}` } : {},
+    responseCallback: http.expectedStatuses(EXPECT_STATUS),
+    redirects: 0,
+    tags: { name: 'traffic' },
+  };
+}
+
+export function setup() {
+  const token = bearer();
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(token));
+  if (r.status !== EXPECT_STATUS) {
+    throw new Error(`GET ${BASE_URL}${REQ_PATH} answered ${r.status}, want ${EXPECT_STATUS}: ${r.body}`);
+  }
+  return { token };
+}
+
+export default function (data) {
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(data.token));
+  if (r.status === 0) {
+    // No HTTP answer at all; error/error_code say why (e.g. 1211 reset, 1212 refused).
+    connectionErrors.add(1, { error_code: String(r.error_code) });
+    console.warn(`connection error: ${r.error_code} ${r.error}`);
+  }
+  check(r, { [`status ${EXPECT_STATUS}`]: (res) => res.status === EXPECT_STATUS });
+}
