@@ -13,6 +13,7 @@ pub mod hygiene;
 pub mod issuer;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod reload;
 pub mod respond;
 pub mod revocation;

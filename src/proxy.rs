@@ -25,6 +25,7 @@ use crate::head_timeout;
 use crate::hygiene::{self, RequestTarget};
 use crate::issuer;
 use crate::metrics;
+use crate::rate_limit::{RateKey, RateLimiter};
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::revocation::service::Revocations;
 use crate::revocation::store::Record;
@@ -371,6 +372,19 @@ impl Gateway {
     }
 }
 
+/// Takes a token from the route's bucket for this client (by `sub` when the route keys on it and
+/// the request is authenticated, else by client IP).
+fn rate_limited(limiter: &RateLimiter, ctx: &Ctx) -> Result<(), std::time::Duration> {
+    let now = Instant::now();
+    if let (RateKey::Subject, Some(token)) = (limiter.key, &ctx.verified) {
+        return limiter.check(token.sub.as_bytes(), now);
+    }
+    match ctx.client_ip {
+        IpAddr::V4(v4) => limiter.check(&v4.octets(), now),
+        IpAddr::V6(v6) => limiter.check(&v6.octets(), now),
+    }
+}
+
 /// Pingora's upstream header policy refuses these nominations after connecting upstream; refuse
 /// them here instead, with the contract's error and before any upstream work.
 fn nominates_forwarding_header(req: &RequestHeader) -> bool {
@@ -607,6 +621,18 @@ impl ProxyHttp for Gateway {
                 Decision::Allowed(token) => ctx.verified = Some(token),
                 Decision::Denied { response, .. } => verdict = Verdict::Respond(response),
                 Decision::Skipped | Decision::Anonymous => {}
+            }
+            if let (Verdict::Proxy, Some(limiter)) = (&verdict, &route.rate_limit) {
+                if let Err(wait) = rate_limited(limiter, ctx) {
+                    metrics::RATE_LIMITED
+                        .with_label_values(&[route.name.as_str()])
+                        .inc();
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    verdict = Verdict::Respond(
+                        LocalResponse::error(429, "rate_limited", "too many requests")
+                            .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))),
+                    );
+                }
             }
         }
         if let Verdict::Issuer(ep) = verdict {

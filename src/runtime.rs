@@ -19,6 +19,7 @@ use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
 use crate::auth::verifier::ValidationPolicy;
 use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
 use crate::issuer::Issuer;
+use crate::rate_limit::{RateKey, RateLimiter};
 use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
 use crate::upstream::{HealthRegistry, Upstream};
@@ -96,6 +97,7 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub allow_cidrs: Vec<IpNet>,
     pub auth: RouteAuth,
+    pub rate_limit: Option<RateLimiter>,
 }
 
 pub struct Redirect {
@@ -192,6 +194,14 @@ impl Snapshot {
                             .collect(),
                     ),
                 },
+                rate_limit: r.rate_limit.as_ref().map(|rl| {
+                    let key = if rl.key == "claim:sub" {
+                        RateKey::Subject
+                    } else {
+                        RateKey::ClientIp
+                    };
+                    RateLimiter::new(rl.rps, rl.burst, key)
+                }),
             });
         }
         let identity_headers: Vec<IdentityHeader> = c

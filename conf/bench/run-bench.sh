@@ -11,6 +11,9 @@
 #   GATEWAY_AUTH     0: every path proxied without auth (the gateway/noauth row only)
 #                    1 (the harness's default): a provider from JWKS_PATH / JWT_ISSUER / JWT_AUDIENCE guards /,
 #                       and GATEWAY_NOAUTH_PATH (if set) is proxied without auth
+#   BENCH_TOKEN_CACHE  token_cache.max_entries (default 100000; 0 measures verification on every request)
+#   BENCH_REVOCATIONS  preload this many unrelated (iss, jti) revocations (default 0), to measure the
+#                      revocation check with a large list
 # PORTCULLIS_BIN overrides the binary (default: target/release/portcullis of this checkout).
 set -euo pipefail
 
@@ -20,6 +23,8 @@ bin="${PORTCULLIS_BIN:-$root/target/release/portcullis}"
 threads="${GATEWAY_THREADS:-1}"
 auth="${GATEWAY_AUTH:-1}"   # the harness's default
 noauth_path="${GATEWAY_NOAUTH_PATH:-}"
+token_cache="${BENCH_TOKEN_CACHE:-100000}"
+revocations="${BENCH_REVOCATIONS:-0}"
 
 run="$BENCH_OUT/run"
 mkdir -p "$run"
@@ -49,7 +54,20 @@ upstreams:
     peers: [{ addr: $(q "$UPSTREAM_ADDR") }]
     health_check: { kind: none }
 access_log: { enabled: false }
+token_cache: { max_entries: $token_cache }
 EOF
+  if [[ "$revocations" != 0 ]]; then
+    "${PYTHON:-python3}" - "$run/revocations.jsonl" "$revocations" "${JWT_ISSUER:-https://issuer.bench.local/}" <<'PY'
+import json, sys, uuid
+path, n, iss = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as f:
+    for _ in range(n):
+        f.write(json.dumps({"op": "revoke_jti", "iss": iss, "jti": str(uuid.uuid4()), "expires_at": 4102444800}) + "\n")
+PY
+    echo "revocation: { store: file, path: $(q "$run/revocations.jsonl") }"
+  else
+    echo "revocation: { store: memory }"
+  fi
   if [[ "$auth" != 0 ]]; then
     : "${JWKS_PATH:?}" "${JWT_ISSUER:?}" "${JWT_AUDIENCE:?}"
     cat <<EOF
