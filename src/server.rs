@@ -71,7 +71,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Periodic chores off the request path: sweeping expired revocations and expired cache
+/// Periodic chores off the request path: applying revocations another process appended to the
+/// log (the other side of a graceful upgrade), sweeping expired revocations and expired cache
 /// entries, and reloading the config on SIGHUP.
 struct Housekeeping {
     shared: Arc<Shared>,
@@ -97,6 +98,9 @@ impl BackgroundService for Housekeeping {
                     let _ = tokio::task::spawn_blocking(move || reload::reload(&shared)).await;
                 }
                 _ = tick.tick() => {
+                    let shared = Arc::clone(&self.shared);
+                    // Reads the revocation log; keep it off this runtime's worker.
+                    let _ = tokio::task::spawn_blocking(move || shared.revocations.follow()).await;
                     let now = unix_now();
                     self.shared.revocations.sweep(now);
                     if let Some(auth) = &self.shared.snapshot.load().auth {
@@ -167,7 +171,14 @@ async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>)
 }
 
 pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), String> {
-    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
+    // With -u the old process still appends to the log until it exits: compacting (renaming a
+    // new file over it) would lose what it acknowledges meanwhile.
+    let revocations = Revocations::open(
+        &loaded.config.revocation,
+        &loaded.base_dir,
+        unix_now(),
+        !opt.upgrade,
+    )?;
     let keep = Persistent::new(Arc::clone(revocations.list()));
     let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
     let access_log = loaded.config.access_log.enabled.then(|| {
@@ -194,6 +205,9 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
     let threads = server_conf.threads.max(1);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    // With -u, bootstrap returned when the old process handed its sockets over; apply what it
+    // acknowledged until then before this process serves anything.
+    shared.revocations.follow();
 
     let health_handle = server.add_service(background_service(
         "upstream health",

@@ -1,9 +1,17 @@
 //! The revocation list together with its durable store: a change is written (and fsync'd) before
 //! it is applied in memory and before the admin API answers, so an acknowledged revocation can
 //! never be lost in a crash, and the in-memory list the request path reads stays lock-free.
+//!
+//! During a graceful upgrade two processes answer admin requests and append to the same log, so
+//! each also follows the log ([`Revocations::follow`]) to put in force what the other
+//! acknowledged.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::config::{resolve_path, RevocationConf, RevocationStoreKind};
 use crate::metrics;
@@ -13,11 +21,24 @@ use crate::revocation::RevocationList;
 pub struct Revocations {
     list: Arc<RevocationList>,
     store: Arc<dyn RevocationStore>,
+    /// Taken around "append, then apply" and around "read the log's new records, then apply",
+    /// so every record this process applied before a read of the log is in that read: applying
+    /// the read's records then never undoes a change already answered for.
+    apply_order: Arc<Mutex<()>>,
+    /// Whether the last read of the log failed, so a lasting failure is logged once.
+    follow_failing: AtomicBool,
 }
 
 impl Revocations {
-    /// Opens the configured store, replays it into a fresh list and compacts it.
-    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, String> {
+    /// Opens the configured store and replays it into a fresh list. `compact` is false when
+    /// another process may still append to the store (a graceful upgrade, `-u`): rewriting it
+    /// then would lose that process's appends, so it is left for the next normal start.
+    pub fn open(
+        conf: &RevocationConf,
+        base: &Path,
+        now: i64,
+        compact: bool,
+    ) -> Result<Revocations, String> {
         let store: Arc<dyn RevocationStore> =
             match conf.store {
                 RevocationStoreKind::Memory => Arc::new(MemoryStore),
@@ -30,9 +51,12 @@ impl Revocations {
                         .into(),
                 ),
             };
-        let loaded = store
-            .load_and_compact(now)
-            .map_err(|e| format!("revocation.path: {e}"))?;
+        let loaded = if compact {
+            store.load_and_compact(now)
+        } else {
+            store.load(now)
+        }
+        .map_err(|e| format!("revocation.path: {e}"))?;
         for w in &loaded.warnings {
             log::warn!("revocation log: {w}");
         }
@@ -40,13 +64,22 @@ impl Revocations {
         for rec in &loaded.records {
             apply(&list, rec);
         }
-        let r = Revocations { list, store };
+        let r = Revocations {
+            list,
+            store,
+            apply_order: Arc::new(Mutex::new(())),
+            follow_failing: AtomicBool::new(false),
+        };
         r.publish_counts();
+        let (jti, subject) = r.list.counts();
         log::info!(
-            "revocations loaded from the {} store: {} jti, {} subject cut-offs",
+            "revocations loaded from the {} store: {jti} jti, {subject} subject cut-offs{}",
             r.store.name(),
-            r.list.counts().0,
-            r.list.counts().1
+            if compact {
+                ""
+            } else {
+                " (not compacted: the previous process may still be writing)"
+            }
         );
         Ok(r)
     }
@@ -58,14 +91,48 @@ impl Revocations {
     /// Makes `record` durable, then applies it. Returns once both are done.
     pub async fn record(&self, record: Record) -> Result<(), String> {
         let store = Arc::clone(&self.store);
-        let rec = record.clone();
-        tokio::task::spawn_blocking(move || store.append(&rec))
-            .await
-            .map_err(|e| format!("revocation store task failed: {e}"))?
-            .map_err(|e| format!("revocation store write failed: {e}"))?;
-        apply(&self.list, &record);
+        let list = Arc::clone(&self.list);
+        let apply_order = Arc::clone(&self.apply_order);
+        tokio::task::spawn_blocking(move || {
+            let _in_order = apply_order.lock();
+            store.append(&record)?;
+            apply(&list, &record);
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| format!("revocation store task failed: {e}"))?
+        .map_err(|e| format!("revocation store write failed: {e}"))?;
         self.publish_counts();
         Ok(())
+    }
+
+    /// Applies what was appended to the store since the last call, by another process sharing
+    /// it or by this one. Blocking (reads the log): call it off the request path.
+    pub fn follow(&self) {
+        let in_order = self.apply_order.lock();
+        let new = match self.store.read_new() {
+            Ok(new) => {
+                if self.follow_failing.swap(false, Ordering::Relaxed) {
+                    log::info!("revocation log: readable again");
+                }
+                new
+            }
+            Err(e) => {
+                if !self.follow_failing.swap(true, Ordering::Relaxed) {
+                    log::error!("{e}; changes made by another process are not applied here");
+                }
+                return;
+            }
+        };
+        for w in &new.warnings {
+            log::warn!("revocation log: {w}");
+        }
+        if new.records.is_empty() {
+            return;
+        }
+        apply_in_one_step(&self.list, &new.records);
+        drop(in_order);
+        self.publish_counts();
     }
 
     /// Drops entries past their expiry (called periodically in the background).
@@ -105,5 +172,242 @@ fn apply(list: &RevocationList, rec: &Record) {
         Record::DeleteSubject { iss, sub } => {
             list.remove_subject(iss, sub);
         }
+    }
+}
+
+#[derive(PartialEq, Eq, Hash)]
+enum Key<'a> {
+    Jti(&'a str, &'a str),
+    Subject(&'a str, &'a str),
+}
+
+/// What a run of records does to one key.
+#[derive(Default)]
+struct Net {
+    /// A deletion is in the run.
+    deleted: bool,
+    /// The revocations after the last deletion, merged: `(before, expires_at)`.
+    revoked: Option<(i64, Option<i64>)>,
+}
+
+/// Applies `records` (in log order) with one list operation per key. Applied one by one, a key
+/// revoked, deleted and revoked again would be unrevoked for an instant although its last
+/// revocation may already have been answered with 201. Folded, a key revoked after its last
+/// deletion is only ever merged into, never removed first; where that differs from a replay (the
+/// list kept a wider cut-off or a later expiry from before the deletion, which needs another
+/// process's deletion in the run) it errs on the revoked side, and the next start replays the
+/// log exactly.
+fn apply_in_one_step(list: &RevocationList, records: &[Record]) {
+    let mut net: HashMap<Key<'_>, Net> = HashMap::new();
+    for rec in records {
+        match rec {
+            Record::RevokeJti {
+                iss,
+                jti,
+                expires_at,
+            } => revoke(net.entry(Key::Jti(iss, jti)).or_default(), 0, *expires_at),
+            Record::RevokeSubject {
+                iss,
+                sub,
+                before,
+                expires_at,
+            } => revoke(
+                net.entry(Key::Subject(iss, sub)).or_default(),
+                *before,
+                *expires_at,
+            ),
+            Record::DeleteJti { iss, jti } => delete(net.entry(Key::Jti(iss, jti)).or_default()),
+            Record::DeleteSubject { iss, sub } => {
+                delete(net.entry(Key::Subject(iss, sub)).or_default())
+            }
+        }
+    }
+    for (key, net) in net {
+        match (key, net.revoked) {
+            (Key::Jti(iss, jti), Some((_, expires_at))) => list.revoke_jti(iss, jti, expires_at),
+            (Key::Subject(iss, sub), Some((before, expires_at))) => {
+                list.revoke_subject(iss, sub, before, expires_at)
+            }
+            (Key::Jti(iss, jti), None) if net.deleted => {
+                list.remove_jti(iss, jti);
+            }
+            (Key::Subject(iss, sub), None) if net.deleted => {
+                list.remove_subject(iss, sub);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Merges as [`RevocationList`] does: the larger cut-off, the later expiry (`None` wins).
+fn revoke(net: &mut Net, before: i64, expires_at: Option<i64>) {
+    net.revoked = Some(match net.revoked {
+        None => (before, expires_at),
+        Some((b, e)) => (b.max(before), e.zip(expires_at).map(|(a, b)| a.max(b))),
+    });
+}
+
+fn delete(net: &mut Net) {
+    net.deleted = true;
+    net.revoked = None;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicU32;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "portcullis-revservice-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn conf(&self) -> RevocationConf {
+            RevocationConf {
+                store: RevocationStoreKind::File,
+                path: self.0.join("revocations.jsonl"),
+                redis: None,
+            }
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn jti(jti: &str) -> Record {
+        Record::RevokeJti {
+            iss: "I".into(),
+            jti: jti.into(),
+            expires_at: None,
+        }
+    }
+
+    fn delete_jti(jti: &str) -> Record {
+        Record::DeleteJti {
+            iss: "I".into(),
+            jti: jti.into(),
+        }
+    }
+
+    fn subject(sub: &str, before: i64, expires_at: Option<i64>) -> Record {
+        Record::RevokeSubject {
+            iss: "I".into(),
+            sub: sub.into(),
+            before,
+            expires_at,
+        }
+    }
+
+    fn jti_revoked(r: &Revocations, id: &str) -> bool {
+        r.list().is_revoked("I", Some(id), "nobody", Some(0))
+    }
+
+    /// The hand-over: the old process keeps acknowledging while the new one runs.
+    #[tokio::test]
+    async fn a_process_applies_what_another_appended() {
+        let dir = TempDir::new();
+        let base = Path::new("/");
+        let old = Revocations::open(&dir.conf(), base, 0, true).unwrap();
+        old.record(jti("before-upgrade")).await.unwrap();
+        let new = Revocations::open(&dir.conf(), base, 0, false).unwrap();
+        assert!(jti_revoked(&new, "before-upgrade"));
+
+        old.record(jti("during-upgrade")).await.unwrap();
+        old.record(delete_jti("before-upgrade")).await.unwrap();
+        new.follow();
+        assert!(jti_revoked(&new, "during-upgrade"));
+        assert!(!jti_revoked(&new, "before-upgrade"));
+        assert_eq!(new.list().counts(), (1, 0));
+
+        new.record(jti("after-upgrade")).await.unwrap();
+        old.follow();
+        assert!(jti_revoked(&old, "after-upgrade"));
+        drop((old, new));
+        let restarted = Revocations::open(&dir.conf(), base, 0, true).unwrap();
+        assert_eq!(restarted.list().counts(), (2, 0));
+        assert!(jti_revoked(&restarted, "during-upgrade"));
+        assert!(jti_revoked(&restarted, "after-upgrade"));
+    }
+
+    #[tokio::test]
+    async fn reading_back_its_own_records_changes_nothing() {
+        let dir = TempDir::new();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0, true).unwrap();
+        r.record(jti("j")).await.unwrap();
+        r.record(delete_jti("j")).await.unwrap();
+        r.record(jti("j")).await.unwrap();
+        r.record(jti("gone")).await.unwrap();
+        r.record(delete_jti("gone")).await.unwrap();
+        r.record(subject("s", 100, Some(10))).await.unwrap();
+        r.follow();
+        assert!(jti_revoked(&r, "j"));
+        assert!(!jti_revoked(&r, "gone"));
+        assert_eq!(r.list().counts(), (1, 1));
+        assert_eq!(
+            r.list().subject_entries(),
+            vec![("I".into(), "s".into(), 100, Some(10))]
+        );
+        // Nothing new: nothing applied twice.
+        r.follow();
+        assert_eq!(r.list().counts(), (1, 1));
+    }
+
+    #[test]
+    fn a_run_is_applied_as_its_net_effect_per_key() {
+        let list = RevocationList::new();
+        list.revoke_jti("I", "deleted-then-revoked", Some(5));
+        list.revoke_jti("I", "revoked-then-deleted", None);
+        list.revoke_subject("I", "widened", 10, Some(100));
+        apply_in_one_step(
+            &list,
+            &[
+                delete_jti("deleted-then-revoked"),
+                jti("revoked-then-deleted"),
+                Record::RevokeJti {
+                    iss: "I".into(),
+                    jti: "deleted-then-revoked".into(),
+                    expires_at: Some(7),
+                },
+                delete_jti("revoked-then-deleted"),
+                subject("widened", 20, Some(50)),
+                subject("widened", 5, Some(200)),
+                delete_jti("never-revoked"),
+            ],
+        );
+        assert_eq!(
+            list.jti_entries(),
+            vec![("I".into(), "deleted-then-revoked".into(), Some(7))]
+        );
+        assert_eq!(
+            list.subject_entries(),
+            vec![("I".into(), "widened".into(), 20, Some(200))]
+        );
+    }
+
+    #[test]
+    fn the_memory_store_has_nothing_to_follow() {
+        let conf = RevocationConf {
+            store: RevocationStoreKind::Memory,
+            ..RevocationConf::default()
+        };
+        let r = Revocations::open(&conf, Path::new("/nonexistent"), 0, false).unwrap();
+        r.follow();
+        assert_eq!(r.list().counts(), (0, 0));
     }
 }

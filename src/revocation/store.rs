@@ -1,10 +1,17 @@
 //! Durable storage behind the revocation list (SPEC §2 `revocation`, §4).
 //!
 //! The in-memory list answers every request; a store only has to make an admin change survive a
-//! restart. So the store is a write-ahead log and nothing more: [`RevocationStore::append`] makes
-//! one change durable before the admin API answers 201, and [`RevocationStore::load_and_compact`]
-//! runs once at start to rebuild the live state and shrink the storage to it. That keeps the trait
-//! small enough for a `redis` store to implement the same two calls.
+//! restart. So the store is a write-ahead log and little more: [`RevocationStore::append`] makes
+//! one change durable before the admin API answers 201, [`RevocationStore::load_and_compact`]
+//! runs at a normal start to rebuild the live state and shrink the storage to it, and
+//! [`RevocationStore::read_new`] hands over what was appended since, by this process or another.
+//!
+//! Another process shares the log during a graceful upgrade (SPEC §1 `-u`): the old process
+//! keeps answering admin requests for seconds after the new one has started. Three rules keep
+//! every acknowledged change: the new process only loads ([`RevocationStore::load`]), since a
+//! compaction would rename a fresh file over the one the old process is still appending to; an
+//! append always goes to the file currently at the path, whoever renamed it; and each process
+//! follows the log ([`RevocationStore::read_new`]) to apply what the other acknowledged.
 //!
 //! The file store is a JSON-lines log (one [`Record`] per `'\n'`-terminated line). Appends are
 //! `write_all` + `sync_data` under a mutex: a revocation is either fully on disk or reported as an
@@ -18,6 +25,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -59,14 +67,29 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Records appended to the log since the previous read, in log order.
+#[derive(Debug, Default)]
+pub struct NewRecords {
+    /// Every valid record, deletions included, exactly as appended (not merged or filtered).
+    pub records: Vec<Record>,
+    /// One per bad line, as in [`Loaded::warnings`].
+    pub warnings: Vec<String>,
+}
+
 /// Durable backing of the revocation list.
 pub trait RevocationStore: Send + Sync {
     /// Returns only once the record is durable (file: written and fsync'd). Blocking; callers run
     /// it on a blocking thread.
     fn append(&self, record: &Record) -> io::Result<()>;
-    /// Called once at start: read everything, return the live state, and compact the backing
-    /// storage to exactly that state.
+    /// Called once at a normal start: read everything, return the live state, and compact the
+    /// backing storage to exactly that state.
     fn load_and_compact(&self, now: i64) -> Result<Loaded, String>;
+    /// Called once instead of [`RevocationStore::load_and_compact`] when another process may
+    /// still be appending (a graceful upgrade): the same state, storage left as it is.
+    fn load(&self, now: i64) -> Result<Loaded, String>;
+    /// What was appended since the load or the previous call. Blocking. Records this process
+    /// appended come back too: applying them again, in log order, ends in the same state.
+    fn read_new(&self) -> Result<NewRecords, String>;
     /// The `revocation.store` value this implements.
     fn name(&self) -> &'static str;
 }
@@ -84,6 +107,14 @@ impl RevocationStore for MemoryStore {
         Ok(Loaded::default())
     }
 
+    fn load(&self, _now: i64) -> Result<Loaded, String> {
+        Ok(Loaded::default())
+    }
+
+    fn read_new(&self) -> Result<NewRecords, String> {
+        Ok(NewRecords::default())
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }
@@ -93,24 +124,53 @@ impl RevocationStore for MemoryStore {
 /// the cap only stops a corrupt file without newlines from being read into memory whole.
 const MAX_LINE_BYTES: u64 = 1 << 20;
 
-/// Warnings kept per load; the rest are counted in one summary line so a log full of garbage
-/// cannot flood the start-up log.
+/// Warnings kept per load or per read of new records; the rest are counted in one summary line so
+/// a log full of garbage cannot flood the log.
 const MAX_WARNINGS: usize = 100;
 
-/// `store: file`: an append-only JSON-lines log, compacted at every start.
+/// Tries per append when the log is replaced under it. A compaction takes far longer than an
+/// append, so running out means something keeps replacing the file, and the append fails.
+const MAX_APPEND_ATTEMPTS: usize = 3;
+
+/// `store: file`: an append-only JSON-lines log, compacted at every normal start.
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
     appender: Mutex<Appender>,
+    follower: Mutex<Follower>,
+}
+
+/// Which file a handle or the path names. A compaction renames a new file over the path, so the
+/// path can name another file from one moment to the next; device and inode tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Appender {
     file: File,
-    /// The file does not end in `'\n'` (a torn line from a crash or a failed write). The next
-    /// append starts with `'\n'`, so the fragment stays a bad line of its own instead of
-    /// corrupting the acknowledged record written after it.
-    needs_newline: bool,
+    id: FileId,
+}
+
+/// How far [`RevocationStore::read_new`] has read.
+#[derive(Debug, Default)]
+struct Follower {
+    /// The file `offset` counts in (`None` before the load). Another file at the path is new from
+    /// its first byte.
+    file: Option<FileId>,
+    /// Just past the last complete line read.
+    offset: u64,
 }
 
 impl FileStore {
@@ -130,6 +190,7 @@ impl FileStore {
         Ok(FileStore {
             path: path.to_path_buf(),
             appender: Mutex::new(appender),
+            follower: Mutex::new(Follower::default()),
         })
     }
 
@@ -144,16 +205,45 @@ impl FileStore {
         PathBuf::from(name)
     }
 
+    /// The file now at the path; `None` if there is none (the next append creates it).
+    fn current_file(&self) -> io::Result<Option<FileId>> {
+        match fs::metadata(&self.path) {
+            Ok(meta) => Ok(Some(FileId::of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("cannot stat {}: {e}", self.path.display()),
+            )),
+        }
+    }
+
+    /// Reads the whole log: which file it was, and what it holds.
+    fn read_all(&self, now: i64) -> Result<(FileId, Replayed), String> {
+        let cannot_read =
+            |e: io::Error| format!("revocation log {}: cannot read: {e}", self.path.display());
+        let file = File::open(&self.path).map_err(cannot_read)?;
+        let id = file
+            .metadata()
+            .map(|m| FileId::of(&m))
+            .map_err(cannot_read)?;
+        let replayed = replay(BufReader::with_capacity(1 << 16, file), now).map_err(cannot_read)?;
+        Ok((id, replayed))
+    }
+
     /// Replaces the log by one holding exactly `records`: write `<path>.tmp`, fsync it, rename it
     /// over the log, point `appender` at the new file, fsync the directory. A crash at any point
-    /// leaves either the old log or the new one, and both replay to the same state.
-    fn rewrite(&self, records: &[Record], appender: &mut Appender) -> io::Result<()> {
+    /// leaves either the old log or the new one, and both replay to the same state. Returns the
+    /// new file and its length.
+    fn rewrite(&self, records: &[Record], appender: &mut Appender) -> io::Result<(FileId, u64)> {
         let tmp = self.tmp_path();
-        if let Err(e) = write_synced(&tmp, records) {
-            // Best effort: the next start removes a leftover anyway.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let written = match write_synced(&tmp, records) {
+            Ok(written) => written,
+            Err(e) => {
+                // Best effort: the next start removes a leftover anyway.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         fs::rename(&tmp, &self.path).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -170,12 +260,14 @@ impl FileStore {
         })?;
         File::open(parent_dir(&self.path))
             .and_then(|d| d.sync_all())
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot fsync the directory: {e}")))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot fsync the directory: {e}")))?;
+        Ok(written)
     }
 }
 
-/// Writes `records` as a new file at `tmp` (mode 0600) and fsyncs it.
-fn write_synced(tmp: &Path, records: &[Record]) -> io::Result<()> {
+/// Writes `records` as a new file at `tmp` (mode 0600) and fsyncs it. Returns the file and its
+/// length, taken before the rename, when nothing else can have written to it.
+fn write_synced(tmp: &Path, records: &[Record]) -> io::Result<(FileId, u64)> {
     // A leftover from a crashed compaction is removed rather than truncated, so `create_new`
     // never follows a link planted at that name.
     match fs::remove_file(tmp) {
@@ -198,45 +290,127 @@ fn write_synced(tmp: &Path, records: &[Record]) -> io::Result<()> {
         out.write_all(b"\n")?;
     }
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()
+    file.sync_all()?;
+    let meta = file.metadata()?;
+    Ok((FileId::of(&meta), meta.len()))
 }
 
 impl RevocationStore for FileStore {
     fn append(&self, record: &Record) -> io::Result<()> {
         let mut line = Vec::with_capacity(128);
-        let mut appender = self.appender.lock();
-        if appender.needs_newline {
-            line.push(b'\n');
-        }
         serde_json::to_writer(&mut line, record)?;
         line.push(b'\n');
-        if let Err(e) = appender.file.write_all(&line) {
-            // Part of the line may be on disk; whatever comes next must start on a fresh line.
-            appender.needs_newline = true;
-            return Err(e);
+        let mut appender = self.appender.lock();
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            // A newer process may have compacted since; its file is the one every later start
+            // reads, and an append to the unlinked one would be acknowledged and lost.
+            if self.current_file()? != Some(appender.id) {
+                *appender = open_appender(&self.path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot reopen {}: {e}", self.path.display()),
+                    )
+                })?;
+            }
+            appender.write_line(&line)?;
+            // Replaced between the check and the fsync, the record may be only in the unlinked
+            // file: write it again. A record twice in the log replays to the same state.
+            if self.current_file()? == Some(appender.id) {
+                return Ok(());
+            }
         }
-        appender.needs_newline = false;
-        appender.file.sync_data()
+        Err(io::Error::other(format!(
+            "{} was replaced during each of {MAX_APPEND_ATTEMPTS} attempts to append",
+            self.path.display()
+        )))
     }
 
     fn load_and_compact(&self, now: i64) -> Result<Loaded, String> {
-        // Held throughout, so no append can land in the file that is about to be replaced.
+        // Held throughout, so no append of this process can land in the file about to be
+        // replaced.
         let mut appender = self.appender.lock();
-        let file = File::open(&self.path)
-            .map_err(|e| format!("revocation log {}: cannot read: {e}", self.path.display()))?;
-        let (records, warnings) = replay(BufReader::with_capacity(1 << 16, file), now)
-            .map_err(|e| format!("revocation log {}: cannot read: {e}", self.path.display()))?;
-        self.rewrite(&records, &mut appender).map_err(|e| {
-            format!(
-                "revocation log {}: cannot compact: {e}",
-                self.path.display()
-            )
-        })?;
-        Ok(Loaded { records, warnings })
+        let (_, replayed) = self.read_all(now)?;
+        let (file, len) = self
+            .rewrite(&replayed.records, &mut appender)
+            .map_err(|e| {
+                format!(
+                    "revocation log {}: cannot compact: {e}",
+                    self.path.display()
+                )
+            })?;
+        *self.follower.lock() = Follower {
+            file: Some(file),
+            offset: len,
+        };
+        Ok(Loaded {
+            records: replayed.records,
+            warnings: replayed.warnings,
+        })
+    }
+
+    fn load(&self, now: i64) -> Result<Loaded, String> {
+        let (file, replayed) = self.read_all(now)?;
+        // A torn last line may be an append still in flight: `read_new` takes it once complete.
+        *self.follower.lock() = Follower {
+            file: Some(file),
+            offset: replayed.complete,
+        };
+        Ok(Loaded {
+            records: replayed.records,
+            warnings: replayed.warnings,
+        })
+    }
+
+    fn read_new(&self) -> Result<NewRecords, String> {
+        let cannot_read =
+            |e: io::Error| format!("revocation log {}: cannot read: {e}", self.path.display());
+        let mut follower = self.follower.lock();
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            // Removed by hand: nothing to read until an append creates it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(NewRecords::default()),
+            Err(e) => return Err(cannot_read(e)),
+        };
+        let meta = file.metadata().map_err(cannot_read)?;
+        let id = FileId::of(&meta);
+        if follower.file != Some(id) || meta.len() < follower.offset {
+            // Compacted by another process (or truncated by hand): all of it is new here.
+            *follower = Follower {
+                file: Some(id),
+                offset: 0,
+            };
+        }
+        if meta.len() == follower.offset {
+            return Ok(NewRecords::default());
+        }
+        file.seek(SeekFrom::Start(follower.offset))
+            .map_err(cannot_read)?;
+        let (new, complete) =
+            read_records(BufReader::new(file), follower.offset).map_err(cannot_read)?;
+        follower.offset += complete;
+        Ok(new)
     }
 
     fn name(&self) -> &'static str {
         "file"
+    }
+}
+
+impl Appender {
+    /// Writes one `'\n'`-terminated line and fsyncs it.
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        // Checked on every append, since another process may have written since: a fragment left
+        // by a write that failed or never reached its fsync gets a newline first, so it stays a
+        // bad line of its own instead of corrupting the acknowledged record written after it.
+        if ends_mid_line(&self.file)? {
+            let mut fresh = Vec::with_capacity(line.len() + 1);
+            fresh.push(b'\n');
+            fresh.extend_from_slice(line);
+            self.file.write_all(&fresh)?;
+        } else {
+            self.file.write_all(line)?;
+        }
+        self.file.sync_data()
     }
 }
 
@@ -270,84 +444,167 @@ fn private_options() -> OpenOptions {
 }
 
 fn open_appender(path: &Path) -> io::Result<Appender> {
-    let mut file = private_options()
+    // Readable too, for `ends_mid_line`; O_APPEND writes go to the end whatever else happens.
+    let file = private_options()
         .read(true)
         .append(true)
         .create(true)
         .open(path)?;
+    let id = FileId::of(&file.metadata()?);
+    Ok(Appender { file, id })
+}
+
+/// Whether the file's last byte is not `'\n'`.
+fn ends_mid_line(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
-    let needs_newline = if len == 0 {
-        false
-    } else {
-        // O_APPEND writes go to the end whatever the read position is.
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)?;
-        last[0] != b'\n'
-    };
-    Ok(Appender {
-        file,
-        needs_newline,
-    })
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
+}
+
+/// One step through the log.
+enum Next {
+    /// A `'\n'`-terminated line of this many bytes is in the buffer.
+    Line(u64),
+    /// A line longer than [`MAX_LINE_BYTES`] (this many bytes with its `'\n'`) was skipped.
+    TooLong(u64),
+    /// The file ends inside a line.
+    Torn,
+    End,
+}
+
+fn next_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<Next> {
+    line.clear();
+    let n = (&mut *reader)
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', line)? as u64;
+    if n == 0 {
+        return Ok(Next::End);
+    }
+    if line.last() == Some(&b'\n') {
+        return Ok(Next::Line(n));
+    }
+    if n > MAX_LINE_BYTES {
+        if let Some(rest) = skip_line(reader)? {
+            return Ok(Next::TooLong(n + rest));
+        }
+    }
+    Ok(Next::Torn)
+}
+
+/// A whole log read at start.
+struct Replayed {
+    records: Vec<Record>,
+    warnings: Vec<String>,
+    /// Bytes up to the end of the last complete line.
+    complete: u64,
 }
 
 /// Reads a whole log and returns its live state at `now` plus warnings. Only an I/O error fails.
-fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<(Vec<Record>, Vec<String>)> {
+fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<Replayed> {
     let mut live = LiveState::default();
     let mut warnings = Warnings::default();
     let mut line = Vec::with_capacity(256);
     let mut line_no: u64 = 0;
+    let mut complete: u64 = 0;
     loop {
-        line.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES + 1)
-            .read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
+        let next = next_line(&mut reader, &mut line)?;
         line_no += 1;
-        if line.last() != Some(&b'\n') {
-            if n as u64 > MAX_LINE_BYTES {
-                let rest_terminated = skip_line(&mut reader)?;
-                if rest_terminated {
-                    warnings.push(format!(
-                        "line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
-                    ));
+        match next {
+            Next::End => break,
+            Next::Torn => {
+                // EOF without a newline: the write never reached its fsync, so it was never
+                // acknowledged (or, with another process appending, it is still in flight).
+                warnings.push(format!("line {line_no}: torn last line skipped"));
+                break;
+            }
+            Next::TooLong(n) => {
+                complete += n;
+                warnings.push(format!(
+                    "line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
+                ));
+            }
+            Next::Line(n) => {
+                complete += n;
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                let applied = Line::parse(&line).and_then(|parsed| live.apply(parsed));
+                if let Err(problem) = applied {
+                    warnings.push(format!(
+                        "line {line_no}: invalid record ({problem}), skipped"
+                    ));
+                }
             }
-            // EOF without a newline: the write never reached its fsync, so it was never
-            // acknowledged.
-            warnings.push(format!("line {line_no}: torn last line skipped"));
-            break;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let applied = Line::parse(&line).and_then(|parsed| live.apply(parsed));
-        if let Err(problem) = applied {
-            warnings.push(format!(
-                "line {line_no}: invalid record ({problem}), skipped"
-            ));
         }
     }
-    Ok((live.into_records(now), warnings.finish()))
+    Ok(Replayed {
+        records: live.into_records(now),
+        warnings: warnings.finish(),
+        complete,
+    })
 }
 
-/// Discards the rest of an over-long line without buffering it. Returns whether it ended in
-/// `'\n'` (rather than at end of file).
-fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<bool> {
+/// Reads the complete lines from `start` (the reader's position in the file) to the end, as
+/// records in log order. Returns them and how many bytes they span; a torn last line is left for
+/// the next read, when the append in flight has finished. Only an I/O error fails.
+fn read_records<R: BufRead>(mut reader: R, start: u64) -> io::Result<(NewRecords, u64)> {
+    let mut records = Vec::new();
+    let mut warnings = Warnings::default();
+    let mut line = Vec::with_capacity(256);
+    let mut complete: u64 = 0;
+    loop {
+        let at = start + complete;
+        match next_line(&mut reader, &mut line)? {
+            Next::End | Next::Torn => break,
+            Next::TooLong(n) => {
+                complete += n;
+                warnings.push(format!(
+                    "byte {at}: line longer than {MAX_LINE_BYTES} bytes, skipped"
+                ));
+            }
+            Next::Line(n) => {
+                complete += n;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Record>(&line) {
+                    Ok(record) => records.push(record),
+                    Err(e) => warnings.push(format!(
+                        "byte {at}: invalid record ({}), skipped",
+                        describe_json_error(&e)
+                    )),
+                }
+            }
+        }
+    }
+    let new = NewRecords {
+        records,
+        warnings: warnings.finish(),
+    };
+    Ok((new, complete))
+}
+
+/// Discards the rest of an over-long line without buffering it. Returns how many bytes that was
+/// with its `'\n'`, or `None` if the file ended first.
+fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<Option<u64>> {
+    let mut skipped: u64 = 0;
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         if let Some(i) = buf.iter().position(|&b| b == b'\n') {
             reader.consume(i + 1);
-            return Ok(true);
+            return Ok(Some(skipped + i as u64 + 1));
         }
         let len = buf.len();
         reader.consume(len);
+        skipped += len as u64;
     }
 }
 
@@ -1081,7 +1338,196 @@ mod tests {
         store.append(&jti("I", "j", None)).unwrap();
         let loaded = store.load_and_compact(0).unwrap();
         assert!(loaded.records.is_empty() && loaded.warnings.is_empty());
+        assert!(store.load(0).unwrap().records.is_empty());
+        assert!(store.read_new().unwrap().records.is_empty());
         assert_eq!(store.name(), "memory");
+    }
+
+    /// Appends to the log as another process would, bypassing `store`.
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    fn read_new(store: &FileStore) -> Vec<Record> {
+        let new = store.read_new().unwrap();
+        assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+        new.records
+    }
+
+    #[test]
+    fn load_leaves_the_log_as_it_is() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        store.append(&jti("I", "j1", None)).unwrap();
+        store
+            .append(&Record::DeleteJti {
+                iss: "I".into(),
+                jti: "j1".into(),
+            })
+            .unwrap();
+        store.append(&jti("I", "old", Some(5))).unwrap();
+        store.append(&jti("I", "j2", None)).unwrap();
+        drop(store);
+        let before = fs::read(&path).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+
+        let store = FileStore::open(&path).unwrap();
+        let loaded = store.load(10).unwrap();
+        assert_eq!(loaded.records, vec![jti("I", "j2", None)]);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert!(!store.tmp_path().exists());
+        // Everything loaded counts as read.
+        assert!(read_new(&store).is_empty());
+    }
+
+    /// Two stores on one path stand for the old and the new process of a graceful upgrade.
+    #[test]
+    fn two_processes_read_each_others_appends() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (old, _) = restart(&path, 0);
+        old.append(&jti("I", "j0", None)).unwrap();
+        let new = FileStore::open(&path).unwrap();
+        assert_eq!(new.load(0).unwrap().records, vec![jti("I", "j0", None)]);
+        assert_eq!(read_new(&old), vec![jti("I", "j0", None)], "its own append");
+
+        old.append(&jti("I", "j1", None)).unwrap();
+        let delete = Record::DeleteJti {
+            iss: "I".into(),
+            jti: "j0".into(),
+        };
+        old.append(&delete).unwrap();
+        assert_eq!(read_new(&new), vec![jti("I", "j1", None), delete.clone()]);
+        assert!(read_new(&new).is_empty(), "read once");
+
+        new.append(&subject("I", "s", 5, None)).unwrap();
+        assert_eq!(
+            read_new(&old),
+            vec![jti("I", "j1", None), delete, subject("I", "s", 5, None)]
+        );
+        assert_eq!(read_new(&new), vec![subject("I", "s", 5, None)]);
+    }
+
+    #[test]
+    fn an_append_after_another_process_compacted_lands_in_the_live_file() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (a, _) = restart(&path, 0);
+        a.append(&jti("I", "j1", None)).unwrap();
+        a.append(&jti("I", "expired", Some(1))).unwrap();
+        let (b, loaded) = restart(&path, 10);
+        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
+
+        // `a` still holds the file `b` renamed over; its append must reach the new one.
+        a.append(&jti("I", "j2", None)).unwrap();
+        assert_eq!(
+            file_records(&path),
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+        assert_eq!(read_new(&b), vec![jti("I", "j2", None)]);
+        // `a` had read the old file: the new one is new to it from its first byte.
+        assert_eq!(
+            read_new(&a),
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+        drop((a, b));
+        let (_, loaded) = restart(&path, 10);
+        assert_eq!(
+            loaded.records,
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+    }
+
+    #[test]
+    fn an_append_recreates_a_removed_log() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        fs::remove_file(&path).unwrap();
+        assert!(read_new(&store).is_empty());
+        store.append(&jti("I", "j", None)).unwrap();
+        assert_eq!(file_records(&path), vec![jti("I", "j", None)]);
+        assert_eq!(read_new(&store), vec![jti("I", "j", None)]);
+    }
+
+    #[test]
+    fn a_line_still_being_written_is_read_once_complete() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (writer, _) = restart(&path, 0);
+        writer.append(&jti("I", "j1", None)).unwrap();
+        let half = line(&jti("I", "j2", None));
+        let (first, rest) = half.as_bytes().split_at(half.len() / 2);
+        append_raw(&path, first);
+
+        // Loaded in the middle of the other process's write.
+        let reader = FileStore::open(&path).unwrap();
+        let loaded = reader.load(0).unwrap();
+        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
+        assert!(read_new(&reader).is_empty());
+        append_raw(&path, rest);
+        assert_eq!(read_new(&reader), vec![jti("I", "j2", None)]);
+
+        let torn = line(&jti("I", "j3", None));
+        let (first, rest) = torn.as_bytes().split_at(torn.len() - 1);
+        append_raw(&path, first);
+        assert!(read_new(&reader).is_empty());
+        append_raw(&path, rest);
+        assert_eq!(read_new(&reader), vec![jti("I", "j3", None)]);
+        assert!(read_new(&reader).is_empty());
+    }
+
+    #[test]
+    fn a_fragment_another_process_left_does_not_swallow_the_next_append() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        store.append(&jti("I", "j1", None)).unwrap();
+        assert_eq!(read_new(&store), vec![jti("I", "j1", None)]);
+        // Another process died in the middle of a write.
+        append_raw(&path, b"{\"op\":\"revoke_jti\",\"iss\":\"I\",");
+        store.append(&jti("I", "j2", None)).unwrap();
+        let new = store.read_new().unwrap();
+        assert_eq!(new.records, vec![jti("I", "j2", None)]);
+        assert_eq!(new.warnings.len(), 1, "{:?}", new.warnings);
+        let offset = line(&jti("I", "j1", None)).len();
+        assert!(
+            new.warnings[0].starts_with(&format!("byte {offset}: invalid record (")),
+            "{:?}",
+            new.warnings
+        );
+        drop(store);
+        let (_, loaded) = restart(&path, 0);
+        assert_eq!(
+            loaded.records,
+            vec![jti("I", "j1", None), jti("I", "j2", None)]
+        );
+    }
+
+    #[test]
+    fn bad_lines_in_new_records_are_skipped() {
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (store, _) = restart(&path, 0);
+        let mut tail = b"not json\n\n[\"revoke_jti\",\"I\",\"j\"]\n".to_vec();
+        tail.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES as usize + 10));
+        tail.push(b'\n');
+        tail.extend(line(&jti("I", "j", None)).into_bytes());
+        append_raw(&path, &tail);
+        let new = store.read_new().unwrap();
+        assert_eq!(new.records, vec![jti("I", "j", None)]);
+        assert_eq!(new.warnings.len(), 3, "{:?}", new.warnings);
+        assert!(new.warnings[0].starts_with("byte 0: invalid record ("));
+        assert!(new.warnings[1].starts_with("byte 10: invalid record ("));
+        assert!(new.warnings[2].contains("longer than"));
+        assert!(read_new(&store).is_empty());
     }
 
     #[cfg(unix)]
