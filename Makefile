@@ -4,8 +4,8 @@
 # with pip).
 #
 #   make demo       build, then run the gateway with conf/portcullis.yaml, two echo peers and a dev CA
-#   make test       fmt, clippy, unit tests, release build, integration tests (pytest), k6 smoke run
-#   make loadtest   k6 scripts in load-tests/ against the demo stack (reuses a running `make demo`)
+#   make test       fmt, clippy, unit tests, release build, integration tests (pytest), k6 smoke + auth runs
+#   make loadtest   the k6 suite in load-tests/ against the demo stack (reuses a running `make demo`)
 #   make bench      ../shared/bench/run.sh with the gateway as its contender
 #   make deps | build | clean
 
@@ -33,16 +33,21 @@ SYSTEM_DEPS := cmake:cmake perl:perl make:make gcc:gcc g++:g++ pkg-config:pkg-co
                curl:curl openssl:openssl shellcheck:shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/bench/run-bench.sh \
-                 load-tests/run-smoke.sh load-tests/k6.sh
+SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/demo/prepare.sh conf/bench/run-bench.sh \
+                 load-tests/run.sh load-tests/rotate-jwks.sh load-tests/k6.sh
+
+# `make loadtest`, in this order; each script's header documents it and its knobs.
+LOADTEST_SCRIPTS := smoke load stress spike auth-mix revocation rotation reload upgrade
+# `make test`'s short authentication runs (a few seconds each).
+K6_AUTH_DURATION ?= 5s
 
 BENCH_OUT ?= $(CURDIR)/bench-out
-# The gateway has no JWT providers yet: check and measure its no-auth route only.
+# Default: the no-auth route only; `make bench GATEWAY_AUTH=1` adds the JWT rows.
 GATEWAY_AUTH ?= 0
 GATEWAY_NOAUTH_PATH ?= /public/
 
 .PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
-        smoke shellcheck loadtest bench clean
+        smoke k6-auth shellcheck loadtest bench clean
 
 help:
 	@sed -n '1,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -79,7 +84,7 @@ build: deps-system
 demo: deps build
 	conf/demo/run.sh
 
-test: deps shellcheck fmt-check clippy unit build integration smoke
+test: deps shellcheck fmt-check clippy unit build integration smoke k6-auth
 	@echo "make test: all steps passed"
 
 shellcheck: deps-system
@@ -97,11 +102,17 @@ unit: deps-system
 integration: deps-python build
 	$(PYTHON) -m pytest tests -q
 
+# The k6 smoke pass over the contract statuses, on a demo stack of its own (temporary files).
 smoke: deps-python build
-	load-tests/run-smoke.sh
+	load-tests/run.sh load-tests/smoke.js
+
+# Short runs of the authentication mix (valid/expired/forged/revoked/under-scoped tokens, every
+# answer checked) and of admin-API revocation under load, on one demo stack of their own.
+k6-auth: deps-python build
+	DURATION=$(K6_AUTH_DURATION) load-tests/run.sh load-tests/auth-mix.js load-tests/revocation.js
 
 loadtest: deps-python build
-	load-tests/run-smoke.sh --use-running load-tests/*.js
+	load-tests/run.sh --use-running $(foreach s,$(LOADTEST_SCRIPTS),load-tests/$(s).js)
 
 bench: build
 	GATEWAY_CMD='exec "$(CURDIR)/conf/bench/run-bench.sh"' \

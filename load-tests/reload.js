@@ -33,10 +33,10 @@
 //   ADMIN_TOKEN="$(cat demo-run/admin.token)" SSL_CERT_FILE=demo-run/tls/ca.crt \
 //     load-tests/k6.sh run load-tests/reload.js
 //
-// `make loadtest` runs every script in load-tests/ against the demo stack (reusing a running
-// `make demo`), so this one runs there with the longer defaults above; export ADMIN_TOKEN as
-// shown (with `make demo` running) to include the reloads scenario. Reloading the unchanged demo
-// config still swaps in a freshly built snapshot each time, which is what is being exercised.
+// `make loadtest` (load-tests/run.sh) runs it against the demo stack with the defaults above,
+// logged in as alice, and sets ADMIN_TOKEN, so the reloads scenario runs too. Reloading the
+// unchanged demo config still swaps in a freshly built snapshot each time (issuer, users and
+// clients files included), which is what is being exercised.
 import http from 'k6/http';
 import { check } from 'k6';
 

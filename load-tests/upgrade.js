@@ -35,7 +35,8 @@
 //
 //   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/upgrade.js
 //
-// `make loadtest` runs it (without an upgrade) with the defaults above, as a steady-load check.
+// `make loadtest` runs it (without an upgrade) with the defaults above, logged in as alice, as a
+// steady-load check.
 import http from 'k6/http';
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The `make demo` stack on loopback: a dev CA + localhost certificate, two echo
-# peers (peer-a on :7001, peer-b on :7002) and the gateway with
-# conf/portcullis.yaml in the foreground. Ctrl-C stops all of it.
+# The `make demo` stack on loopback: a dev CA + localhost certificate, the built-in token
+# issuer's key and demo accounts, a key for a stand-in external IdP, two echo peers (peer-a on
+# :7001, peer-b on :7002) and the gateway with conf/portcullis.yaml in the foreground.
+# Everything generated goes to demo-run/ (git-ignored; conf/demo/prepare.sh). Ctrl-C stops all of it.
 #
 # PORTCULLIS_BIN overrides the binary (default target/release/portcullis).
 set -euo pipefail
@@ -23,16 +24,15 @@ for p in "${ports[@]}"; do
   ! port_open "$p" || die "127.0.0.1:$p is already in use: is another demo running?"
 done
 
-conf/demo/gen-certs.sh "$run/tls"
+PORTCULLIS_BIN="$bin" conf/demo/prepare.sh "$run"
 "$bin" -t -c "$config"
 
-# The admin API token: kept across runs so a copied curl line keeps working.
-if [[ -z "${PORTCULLIS_ADMIN_TOKEN:-}" ]]; then
-  if [[ ! -s "$run/admin.token" ]]; then
-    (umask 077 && openssl rand -hex 24 >"$run/admin.token")
-  fi
-  PORTCULLIS_ADMIN_TOKEN="$(cat "$run/admin.token")"
+# The admin API token: kept across runs in demo-run/admin.token, so a copied curl line and
+# `make loadtest` keep working; a PORTCULLIS_ADMIN_TOKEN set by the caller replaces it.
+if [[ -n "${PORTCULLIS_ADMIN_TOKEN:-}" ]]; then
+  (umask 077 && printf '%s\n' "$PORTCULLIS_ADMIN_TOKEN" >"$run/admin.token")
 fi
+PORTCULLIS_ADMIN_TOKEN="$(cat "$run/admin.token")"
 export PORTCULLIS_ADMIN_TOKEN
 
 pids=()
@@ -62,35 +62,66 @@ for p in 7001 7002; do
 done
 
 ca="$run/tls/ca.crt"
+gw=https://localhost:8443
 cat <<EOF
 
 Portcullis demo: peers peer-a (127.0.0.1:7001) and peer-b (127.0.0.1:7002) are up; starting the gateway.
-Try these in another terminal (from $root):
+Demo accounts: users alice / alice-password (users:read users:write) and bob / bob-password
+(reports:read); client reporting / reporting-secret (reports:read). Try these in another
+terminal, in order (from $root):
 
   # plain HTTP is redirected to HTTPS (308, Location: https://127.0.0.1:8443/users/1)
   curl -si http://127.0.0.1:8080/users/1
 
-  # proxied over HTTPS, trusting the demo CA (the peer echoes what it received)
-  curl -s --cacert $ca https://localhost:8443/users/1
+  # log in as alice at the built-in issuer (OAuth2 password grant) and keep the access token
+  TOKEN=\$(curl -s --cacert $ca -d grant_type=password -d username=alice -d password=alice-password $gw/auth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
+  # a protected route with the token: 200 (the peer echoes what it got, X-Auth-Subject: alice included)
+  curl -s --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/users/1
 
   # load balancing: round robin over both peers
-  for i in 1 2 3 4; do curl -s --cacert $ca https://localhost:8443/users/\$i | python3 -c 'import json,sys; print(json.load(sys.stdin)["peer"])'; done
+  for i in 1 2 3 4; do curl -s --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/users/\$i | python3 -c 'import json,sys; print(json.load(sys.stdin)["peer"])'; done
+
+  # no token: 401 (WWW-Authenticate: Bearer realm="portcullis")
+  curl -si --cacert $ca $gw/users/1
+
+  # an expired token from the demo IdP (provider demo-idp, key $run/idp/idp-1.pem): 401 token expired
+  EXPIRED=\$($bin token --key $run/idp/idp-1.pem --iss https://idp.demo.local --aud api --sub alice --scope users:read --claim iat=\$((\$(date +%s) - 3600)) --claim exp=\$((\$(date +%s) - 1800)))
+  curl -si --cacert $ca -H "Authorization: Bearer \$EXPIRED" $gw/users/1
+
+  # a tampered signature (its first 10 characters replaced): 401 bad signature
+  curl -si --cacert $ca -H "Authorization: Bearer \${TOKEN%.*}.AAAAAAAAAA\${TOKEN##*.??????????}" $gw/users/1
+
+  # alice lacks reports:read: 403 insufficient_scope
+  curl -si --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/reports/weekly
+
+  # the reporting client has it (client_credentials grant, HTTP Basic): 200
+  REPORTING=\$(curl -s --cacert $ca -u reporting:reporting-secret -d grant_type=client_credentials $gw/auth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s --cacert $ca -H "Authorization: Bearer \$REPORTING" $gw/reports/weekly
+
+  # /public takes anonymous requests (200; with a valid token the identity headers are set too)
+  curl -si --cacert $ca $gw/public/hello
+
+  # logout: revoke the token at the issuer (200), then it is refused: 401 token revoked
+  curl -si --cacert $ca -d "token=\$TOKEN" $gw/auth/revoke
+  curl -si --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/users/1
 
   # an internal route: 404 on the public listener (the same 404 as an unknown path) ...
-  curl -si --cacert $ca https://localhost:8443/internal/status
+  curl -si --cacert $ca $gw/internal/status
   # ... and 200 on the internal listener
   curl -si http://127.0.0.1:8081/internal/status
 
   # request hygiene: an encoded slash is refused (400); a method the route does not take gets 405 + Allow
-  curl -si --cacert $ca 'https://localhost:8443/users%2Fx'
-  curl -si --cacert $ca -X DELETE https://localhost:8443/users/1
+  curl -si --cacert $ca '$gw/users%2Fx'
+  curl -si --cacert $ca -X DELETE $gw/users/1
 
-  # metrics, health and the admin API
-  curl -s 127.0.0.1:9100/metrics | grep portcullis_
+  # metrics, health and the admin API (status, revocations)
+  curl -s 127.0.0.1:9100/metrics | grep -E '^portcullis_(requests|auth_decisions)_total'
   curl -s 127.0.0.1:9901/readyz
   curl -s -H "Authorization: Bearer \$(cat $run/admin.token)" 127.0.0.1:9901/admin/status
+  curl -s -H "Authorization: Bearer \$(cat $run/admin.token)" 127.0.0.1:9901/admin/revocations
 
-  # the k6 smoke test against this running stack
+  # the k6 suite against this running stack (README.md, "Load tests")
   make loadtest
 
 Ctrl-C stops the gateway and the peers. Access log lines follow on stdout.
