@@ -11,6 +11,7 @@ pub mod forwarding;
 pub mod head_timeout;
 pub mod hygiene;
 pub mod issuer;
+pub mod metric_handles;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;

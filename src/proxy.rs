@@ -24,6 +24,7 @@ use crate::forwarding::{self, ForwardedFor};
 use crate::head_timeout;
 use crate::hygiene::{self, RequestTarget};
 use crate::issuer;
+use crate::metric_handles;
 use crate::metrics;
 use crate::rate_limit::{RateKey, RateLimiter};
 use crate::respond::{self, CommonHeaders, LocalResponse};
@@ -613,9 +614,7 @@ impl ProxyHttp for Gateway {
             .await;
             if let Some(label) = decision.label() {
                 ctx.auth_label = Some(label);
-                metrics::AUTH_DECISIONS
-                    .with_label_values(&[route.name.as_str(), label])
-                    .inc();
+                route.metrics.auth_decision(label);
             }
             match decision {
                 Decision::Allowed(token) => ctx.verified = Some(token),
@@ -731,9 +730,7 @@ impl ProxyHttp for Gateway {
             if let Some(route) = snap.routes.get(ri) {
                 let up = &route.upstream;
                 if let Some(p) = up.peers.get(pi) {
-                    metrics::UPSTREAM_REQUESTS
-                        .with_label_values(&[up.name.as_str(), p.addr.as_str(), "502"])
-                        .inc();
+                    p.metrics.count("502");
                 }
                 // Nothing was sent yet, so moving to another peer can never replay a body.
                 if ctx.connect_failures <= up.retries {
@@ -883,14 +880,17 @@ impl ProxyHttp for Gateway {
         let route = self.route_name(ctx);
         let method = session.req_header().method.as_str();
         let mut status_buf = itoa_buf(status);
-        let status_str = status_buf.as_str();
-        metrics::REQUESTS
-            .with_label_values(&[route, method, status_str])
-            .inc();
+        let routed = match (&ctx.snap, ctx.route) {
+            (Some(s), Some(i)) => s.routes.get(i).map(|r| &r.metrics),
+            _ => None,
+        };
+        let route_metrics: &metric_handles::RouteMetrics = match routed {
+            Some(m) => m,
+            None => metric_handles::unrouted(),
+        };
+        route_metrics.count(method, status_buf.as_str());
         let elapsed = ctx.start.elapsed();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        route_metrics.duration.observe(elapsed.as_secs_f64());
 
         let mut upstream_name = None;
         let mut peer_addr = None;
@@ -902,17 +902,9 @@ impl ProxyHttp for Gateway {
                     peer_addr = Some(p.addr.as_str());
                     let ustatus = ctx.upstream_status.unwrap_or(status);
                     status_buf = itoa_buf(ustatus);
-                    metrics::UPSTREAM_REQUESTS
-                        .with_label_values(&[
-                            up.name.as_str(),
-                            p.addr.as_str(),
-                            status_buf.as_str(),
-                        ])
-                        .inc();
+                    p.metrics.count(status_buf.as_str());
                     if let Some(t) = ctx.upstream_start {
-                        metrics::UPSTREAM_DURATION
-                            .with_label_values(&[up.name.as_str()])
-                            .observe(t.elapsed().as_secs_f64());
+                        up.duration.observe(t.elapsed().as_secs_f64());
                     }
                 }
             }

@@ -19,6 +19,7 @@ use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
 use crate::auth::verifier::ValidationPolicy;
 use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
 use crate::issuer::Issuer;
+use crate::metric_handles::RouteMetrics;
 use crate::rate_limit::{RateKey, RateLimiter};
 use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
@@ -98,6 +99,7 @@ pub struct Route {
     pub allow_cidrs: Vec<IpNet>,
     pub auth: RouteAuth,
     pub rate_limit: Option<RateLimiter>,
+    pub metrics: RouteMetrics,
 }
 
 pub struct Redirect {
@@ -168,6 +170,7 @@ impl Snapshot {
                 internal: r.visibility == Visibility::Internal,
             });
             routes.push(Route {
+                metrics: RouteMetrics::new(&r.name),
                 name: r.name.clone(),
                 prefix: r.matcher.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,

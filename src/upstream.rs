@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use prometheus::IntGauge;
 
 use crate::config::{Balance, HealthCheckConf, HealthCheckKind, UpstreamConf};
+use crate::metric_handles::PeerMetrics;
 use crate::metrics;
 
 /// Health of one peer, shared between the prober and every snapshot that contains the peer.
@@ -124,6 +125,7 @@ impl HealthRegistry {
 pub struct Peer {
     /// The configured `addr` string: the metric label and the access-log value.
     pub addr: String,
+    pub metrics: PeerMetrics,
     pub health: Arc<PeerHealth>,
     /// Prebuilt with timeouts and TLS settings; cloned per request.
     template: HttpPeer,
@@ -146,6 +148,7 @@ pub enum HashKey {
 
 pub struct Upstream {
     pub name: String,
+    pub duration: prometheus::Histogram,
     pub peers: Vec<Peer>,
     selector: Selector,
     pub balance: Balance,
@@ -200,6 +203,7 @@ impl Upstream {
             o.verify_cert = conf.tls.verify;
             o.verify_hostname = conf.tls.verify;
             peers.push(Peer {
+                metrics: PeerMetrics::new(name, &p.addr),
                 addr: p.addr.clone(),
                 health: registry.get(name, conf, &p.addr),
                 template,
@@ -215,6 +219,7 @@ impl Upstream {
         let hash_key = parse_hash_key(&conf.hash_key)
             .ok_or_else(|| format!("upstreams.{name}.hash_key: invalid"))?;
         Ok(Upstream {
+            duration: metrics::UPSTREAM_DURATION.with_label_values(&[name]),
             name: name.to_string(),
             peers,
             selector,

@@ -1,0 +1,155 @@
+//! Metric handles resolved ahead of time, so recording a request costs an atomic add instead of
+//! hashing label values and taking the metric vector's lock on every request.
+//!
+//! Label sets are bounded (route or peer, method, and the statuses a gateway commonly answers),
+//! so each cell is resolved once on first use; anything outside falls back to a label lookup.
+
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, IntCounter, IntCounterVec};
+
+use crate::metrics;
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+const STATUSES: [u16; 22] = [
+    0, 200, 201, 202, 204, 206, 301, 302, 304, 308, 400, 401, 403, 404, 405, 413, 429, 431, 500,
+    502, 503, 504,
+];
+
+fn status_index(status: u16) -> Option<usize> {
+    STATUSES.iter().position(|&s| s == status)
+}
+
+/// `{labels..., status}` counters of one series for a fixed label prefix.
+struct StatusCells {
+    cells: Vec<OnceLock<IntCounter>>,
+}
+
+impl StatusCells {
+    fn new(n: usize) -> StatusCells {
+        StatusCells {
+            cells: (0..n * STATUSES.len()).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn inc(&self, vec: &IntCounterVec, row: usize, labels: &[&str]) {
+        let status = labels.last().and_then(|s| s.parse::<u16>().ok());
+        let cell = status
+            .and_then(status_index)
+            .and_then(|col| self.cells.get(row * STATUSES.len() + col));
+        match cell {
+            Some(c) => c.get_or_init(|| vec.with_label_values(labels)).inc(),
+            None => vec.with_label_values(labels).inc(),
+        }
+    }
+}
+
+const AUTH_RESULTS: [&str; 12] = [
+    "ok",
+    "anonymous",
+    "missing",
+    "malformed",
+    "bad_signature",
+    "unknown_kid",
+    "expired",
+    "not_yet_valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "revoked",
+    "insufficient_scope",
+];
+
+/// `portcullis_requests_total`, `portcullis_request_duration_seconds` and
+/// `portcullis_auth_decisions_total` for one route.
+pub struct RouteMetrics {
+    route: String,
+    requests: StatusCells,
+    auth: [OnceLock<IntCounter>; AUTH_RESULTS.len()],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            requests: StatusCells::new(METHODS.len()),
+            auth: std::array::from_fn(|_| OnceLock::new()),
+            duration: metrics::REQUEST_DURATION.with_label_values(&[route]),
+        }
+    }
+
+    pub fn auth_decision(&self, result: &str) {
+        let labels = [self.route.as_str(), result];
+        match AUTH_RESULTS
+            .iter()
+            .position(|&r| r == result)
+            .and_then(|i| self.auth.get(i))
+        {
+            Some(c) => c
+                .get_or_init(|| metrics::AUTH_DECISIONS.with_label_values(&labels))
+                .inc(),
+            None => metrics::AUTH_DECISIONS.with_label_values(&labels).inc(),
+        }
+    }
+
+    pub fn count(&self, method: &str, status: &str) {
+        match METHODS.iter().position(|&m| m == method) {
+            Some(row) => self
+                .requests
+                .inc(&metrics::REQUESTS, row, &[&self.route, method, status]),
+            None => metrics::REQUESTS
+                .with_label_values(&[&self.route, method, status])
+                .inc(),
+        }
+    }
+}
+
+/// `portcullis_upstream_requests_total` for one peer.
+pub struct PeerMetrics {
+    upstream: String,
+    peer: String,
+    requests: StatusCells,
+}
+
+impl PeerMetrics {
+    pub fn new(upstream: &str, peer: &str) -> PeerMetrics {
+        PeerMetrics {
+            upstream: upstream.to_string(),
+            peer: peer.to_string(),
+            requests: StatusCells::new(1),
+        }
+    }
+
+    pub fn count(&self, status: &str) {
+        self.requests.inc(
+            &metrics::UPSTREAM_REQUESTS,
+            0,
+            &[&self.upstream, &self.peer, status],
+        );
+    }
+}
+
+/// The metrics of requests that matched no route (`route=""`).
+pub fn unrouted() -> &'static RouteMetrics {
+    static UNROUTED: OnceLock<RouteMetrics> = OnceLock::new();
+    UNROUTED.get_or_init(|| RouteMetrics::new(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_and_uncached_cells_count_the_same_series() {
+        let m = RouteMetrics::new("metric-handles-test");
+        m.count("GET", "200");
+        m.count("GET", "200");
+        m.count("PROPFIND", "207");
+        let get = metrics::REQUESTS.with_label_values(&["metric-handles-test", "GET", "200"]);
+        assert_eq!(get.get(), 2);
+        let odd = metrics::REQUESTS.with_label_values(&["metric-handles-test", "PROPFIND", "207"]);
+        assert_eq!(odd.get(), 1);
+    }
+}
