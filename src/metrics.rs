@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
-    GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec,
+    GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 
 /// Buckets from 100 µs to 30 s: gateway-local answers land in the first few, upstream calls above.
@@ -63,6 +63,14 @@ metric!(
     "Verified-token cache lookups, by result (hit, miss).",
     ["result"]
 );
+
+/// The two [`TOKEN_CACHE`] series, resolved once: `with_label_values` hashes the labels and
+/// takes a lock, and one of these is counted on every authenticated request.
+pub static TOKEN_CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| TOKEN_CACHE.with_label_values(&["hit"]));
+pub static TOKEN_CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| TOKEN_CACHE.with_label_values(&["miss"]));
+
 metric!(
     UPSTREAM_REQUESTS,
     IntCounterVec,

@@ -147,11 +147,11 @@ impl Authenticator {
         if self.cache.enabled() {
             if let Some(hit) = self.cache.get(token, now) {
                 if self.key_still_trusted(&hit) {
-                    metrics::TOKEN_CACHE.with_label_values(&["hit"]).inc();
+                    metrics::TOKEN_CACHE_HIT.inc();
                     return self.admit(hit, allowed);
                 }
             }
-            metrics::TOKEN_CACHE.with_label_values(&["miss"]).inc();
+            metrics::TOKEN_CACHE_MISS.inc();
         }
         let decoded = verifier::decode(token, self.max_token_bytes)?;
         let provider = self

@@ -3,14 +3,22 @@
 //! cache only ever stores what [`verify`](super::verifier::verify) would say again.
 //!
 //! Keyed by the full token string (never a hash of it: a hash collision would hand one
-//! client another's identity). Sharded `RwLock<HashMap>`s keep hits on different threads from
+//! client another's identity). Sharded `RwLock`ed tables keep hits on different threads from
 //! contending, and the total size is a hard bound: memory cannot grow with traffic.
+//!
+//! A token is hashed once per lookup, with foldhash seeded from the OS RNG per cache: the same
+//! 64-bit hash picks the shard and probes its table (and is stored, so a resize never rehashes
+//! tokens). SipHash over a ~400-byte token was most of the cost of a hit; foldhash is a
+//! non-cryptographic hash, but with a secret seed tokens that collide cannot be precomputed.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use foldhash::fast::FoldHasher;
+use foldhash::SharedSeed;
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 
 use super::verifier::VerifiedToken;
@@ -18,22 +26,39 @@ use super::verifier::VerifiedToken;
 const MAX_SHARDS: usize = 32;
 
 struct Entry {
+    token: Box<str>,
+    hash: u64,
     verified: Arc<VerifiedToken>,
     /// min(token exp, inserted + max_ttl): the entry is dead from this second on.
     expires_at: i64,
 }
 
+impl Entry {
+    fn is(&self, hash: u64, token: &str) -> bool {
+        self.hash == hash && *self.token == *token
+    }
+}
+
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    map: HashTable<Entry>,
     /// Last second in which a full shard was swept for expired entries, so a full shard of
     /// live entries is not rescanned on every insert.
     last_sweep: i64,
 }
 
+/// A shard on its own cache line, so readers on different threads do not contend on
+/// neighbouring lock words.
+#[repr(align(64))]
+struct LockedShard {
+    lock: RwLock<Shard>,
+    cap: usize,
+}
+
 pub struct TokenCache {
-    shards: Box<[(RwLock<Shard>, usize)]>,
-    /// Seeds the shard choice, so which tokens share a shard is not predictable.
-    seed: u64,
+    shards: Box<[LockedShard]>,
+    /// Secret hash seeds: which tokens share a shard or a probe sequence is not predictable.
+    seed: SharedSeed,
+    per_cache_seed: u64,
     max_entries: usize,
     max_ttl_secs: i64,
 }
@@ -49,18 +74,20 @@ impl TokenCache {
         let n = shards.min(max_entries);
         // Per-shard capacities add up to exactly max_entries.
         let shards = (0..n)
-            .map(|i| {
-                let cap = max_entries / n + usize::from(i < max_entries % n);
-                let shard = Shard {
-                    map: HashMap::new(),
+            .map(|i| LockedShard {
+                lock: RwLock::new(Shard {
+                    map: HashTable::new(),
                     last_sweep: i64::MIN,
-                };
-                (RwLock::new(shard), cap)
+                }),
+                cap: max_entries / n + usize::from(i < max_entries % n),
             })
             .collect();
+        // std's RandomState is keyed from the OS RNG; foldhash's own default seed is not.
+        let random = RandomState::new();
         TokenCache {
             shards,
-            seed: RandomState::new().hash_one(0u64),
+            seed: SharedSeed::from_u64(random.hash_one(0u64)),
+            per_cache_seed: random.hash_one(1u64),
             max_entries,
             max_ttl_secs,
         }
@@ -70,38 +97,43 @@ impl TokenCache {
         self.max_entries > 0
     }
 
-    /// The shard for a token, from its last bytes (signature bytes: unpredictable and cheap to
-    /// mix), so the full token is hashed only once, by the shard's own map.
-    fn shard(&self, token: &str) -> Option<&(RwLock<Shard>, usize)> {
-        let bytes = token.as_bytes();
-        let tail = &bytes[bytes.len().saturating_sub(16)..];
-        let mut h = self.seed ^ (bytes.len() as u64);
-        for &b in tail {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= h >> 29;
+    fn hash(&self, token: &str) -> u64 {
+        let mut h = FoldHasher::with_seed(self.per_cache_seed, &self.seed);
+        h.write(token.as_bytes());
+        // As `str`'s Hash does: the final fold mixes every input bit into the top tag bits too.
+        h.write_u8(0xff);
+        h.finish()
+    }
+
+    /// The token's hash and shard. The shard comes from bits 32..56, which the table uses
+    /// neither for its bucket index (low bits) nor for its control tags (top 7 bits).
+    fn shard(&self, token: &str) -> Option<(u64, &LockedShard)> {
         let len = self.shards.len();
         if len == 0 {
             return None;
         }
-        self.shards.get((h as usize) % len)
+        let hash = self.hash(token);
+        let i = ((hash >> 32) & 0x00ff_ffff) as usize % len;
+        self.shards.get(i).map(|s| (hash, s))
     }
 
     /// The verified token, unless absent or dead (`now >= min(exp, inserted + max_ttl)`; a
     /// dead entry is removed).
     pub fn get(&self, token: &str, now: i64) -> Option<Arc<VerifiedToken>> {
-        let (lock, _) = self.shard(token)?;
+        let (hash, locked) = self.shard(token)?;
         {
-            let shard = lock.read();
-            match shard.map.get(token) {
+            let shard = locked.lock.read();
+            match shard.map.find(hash, |e| e.is(hash, token)) {
                 None => return None,
                 Some(e) if now < e.expires_at => return Some(Arc::clone(&e.verified)),
                 Some(_) => {}
             }
         }
-        let mut shard = lock.write();
-        if shard.map.get(token).is_some_and(|e| now >= e.expires_at) {
-            shard.map.remove(token);
+        let mut shard = locked.lock.write();
+        if let Ok(found) = shard.map.find_entry(hash, |e| e.is(hash, token)) {
+            if now >= found.get().expires_at {
+                found.remove();
+            }
         }
         None
     }
@@ -113,34 +145,39 @@ impl TokenCache {
         if expires_at <= now {
             return;
         }
-        let Some((lock, cap)) = self.shard(token) else {
+        let Some((hash, locked)) = self.shard(token) else {
             return;
         };
-        let mut guard = lock.write();
+        let mut guard = locked.lock.write();
         let shard = &mut *guard;
+        if let Some(e) = shard.map.find_mut(hash, |e| e.is(hash, token)) {
+            e.verified = verified;
+            e.expires_at = expires_at;
+            return;
+        }
+        if shard.map.len() >= locked.cap && shard.last_sweep != now {
+            shard.map.retain(|e| e.expires_at > now);
+            shard.last_sweep = now;
+        }
+        while shard.map.len() >= locked.cap {
+            let Some(victim) = shard.map.iter().next().map(|e| e.hash) else {
+                break;
+            };
+            if let Ok(found) = shard.map.find_entry(victim, |e| e.hash == victim) {
+                found.remove();
+            }
+        }
         let entry = Entry {
+            token: token.into(),
+            hash,
             verified,
             expires_at,
         };
-        if let Some(slot) = shard.map.get_mut(token) {
-            *slot = entry;
-            return;
-        }
-        if shard.map.len() >= *cap && shard.last_sweep != now {
-            shard.map.retain(|_, e| e.expires_at > now);
-            shard.last_sweep = now;
-        }
-        while shard.map.len() >= *cap {
-            let Some(victim) = shard.map.keys().next().cloned() else {
-                break;
-            };
-            shard.map.remove(&victim);
-        }
-        shard.map.insert(token.into(), entry);
+        shard.map.insert_unique(hash, entry, |e| e.hash);
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|(s, _)| s.read().map.len()).sum()
+        self.shards.iter().map(|s| s.lock.read().map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -151,18 +188,20 @@ impl TokenCache {
     /// provider's current keys; [`retain_provider_keys`](Self::retain_provider_keys) is the
     /// per-provider form.
     pub fn retain_keys(&self, live: &HashSet<u64>) {
-        for (lock, _) in self.shards.iter() {
-            lock.write()
+        for locked in self.shards.iter() {
+            locked
+                .lock
+                .write()
                 .map
-                .retain(|_, e| live.contains(&e.verified.key_uid));
+                .retain(|e| live.contains(&e.verified.key_uid));
         }
     }
 
     /// Drop the entries of `provider` whose key is not in `live` (that provider's current
     /// keys), leaving other providers' entries alone. Called when a JWKS refresh changes keys.
     pub fn retain_provider_keys(&self, provider: &str, live: &HashSet<u64>) {
-        for (lock, _) in self.shards.iter() {
-            lock.write().map.retain(|_, e| {
+        for locked in self.shards.iter() {
+            locked.lock.write().map.retain(|e| {
                 &*e.verified.provider != provider || live.contains(&e.verified.key_uid)
             });
         }
@@ -172,18 +211,18 @@ impl TokenCache {
     /// dropped on access and when a shard fills up.
     pub fn sweep(&self, now: i64) -> usize {
         let mut removed = 0;
-        for (lock, _) in self.shards.iter() {
-            let mut shard = lock.write();
+        for locked in self.shards.iter() {
+            let mut shard = locked.lock.write();
             let before = shard.map.len();
-            shard.map.retain(|_, e| e.expires_at > now);
+            shard.map.retain(|e| e.expires_at > now);
             removed += before - shard.map.len();
         }
         removed
     }
 
     pub fn clear(&self) {
-        for (lock, _) in self.shards.iter() {
-            lock.write().map.clear();
+        for locked in self.shards.iter() {
+            locked.lock.write().map.clear();
         }
     }
 }
@@ -264,7 +303,7 @@ mod tests {
     fn bound_is_never_exceeded() {
         for max in [1usize, 3, 31, 32, 33, 100, 1000] {
             let c = TokenCache::new(max, 300);
-            let caps: usize = c.shards.iter().map(|(_, cap)| cap).sum();
+            let caps: usize = c.shards.iter().map(|s| s.cap).sum();
             assert_eq!(caps, max);
             for i in 0..(max * 5 + 50) {
                 c.insert(

@@ -928,10 +928,26 @@ mod tests {
         }
     }
 
+    /// A JWKS with one real P-256 key per kid (the same public key under each kid), so the
+    /// real key filter accepts them.
     fn jwks(kids: &[&str]) -> String {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        static POINT: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+        let (x, y) = POINT.get_or_init(|| {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            let kp =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            let point = kp.public_key().as_ref().to_vec();
+            let b64 = crate::auth::jwk::tests::b64;
+            (b64(&point[1..33]), b64(&point[33..65]))
+        });
         let keys: Vec<String> = kids
             .iter()
-            .map(|k| format!(r#"{{"kid":"{k}","kty":"EC"}}"#))
+            .map(|k| {
+                format!(r#"{{"kid":"{k}","kty":"EC","crv":"P-256","alg":"ES256","use":"sig","x":"{x}","y":"{y}"}}"#)
+            })
             .collect();
         format!(r#"{{"keys":[{}]}}"#, keys.join(","))
     }
