@@ -259,7 +259,7 @@ fn percent_byte(hi: u8, lo: u8) -> Option<u8> {
     Some((hex_value(hi)? << 4) | hex_value(lo)?)
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -61,8 +61,8 @@ pub fn decode_component(input: &[u8]) -> Result<String, FormError> {
         match input[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hi = input.get(i + 1).and_then(|&b| hex_value(b));
-                let lo = input.get(i + 2).and_then(|&b| hex_value(b));
+                let hi = input.get(i + 1).and_then(|&b| crate::hygiene::hex_value(b));
+                let lo = input.get(i + 2).and_then(|&b| crate::hygiene::hex_value(b));
                 match (hi, lo) {
                     (Some(h), Some(l)) => out.push(h << 4 | l),
                     _ => return Err(FormError::Malformed),
@@ -74,15 +74,6 @@ pub fn decode_component(input: &[u8]) -> Result<String, FormError> {
         i += 1;
     }
     String::from_utf8(out).map_err(|_| FormError::Malformed)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Client credentials from an `Authorization` header.

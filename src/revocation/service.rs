@@ -256,37 +256,15 @@ fn delete(net: &mut Net) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-    use std::sync::atomic::AtomicU32;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    use crate::revocation::store::tests::TempDir;
 
     impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "portcullis-revservice-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
         fn conf(&self) -> RevocationConf {
             RevocationConf {
                 store: RevocationStoreKind::File,
                 path: self.0.join("revocations.jsonl"),
                 redis: None,
             }
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
