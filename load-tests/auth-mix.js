@@ -45,17 +45,16 @@
 //     --key demo-run/idp/idp-1.pem --iss https://idp.demo.local --aud api --sub alice \
 //     --claim iat=$(($(date +%s) - 3600)) --claim exp=$(($(date +%s) - 1800)))" \
 //     load-tests/k6.sh run load-tests/auth-mix.js
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
-import encoding from 'k6/encoding';
 import { check, fail } from 'k6';
+import {
+  BASE_URL, CLIENT_ID, INSECURE_TLS, USERNAME, authGet, constantRate, header, loginClient, loginPassword, tamper,
+  upstreamHeader as echoedHeader,
+} from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
 const REVOKE_URL = __ENV.REVOKE_URL || `${BASE_URL}/auth/revoke`;
-const USERNAME = __ENV.USERNAME || 'alice';
-const PASSWORD = __ENV.PASSWORD || 'alice-password';
-const CLIENT_ID = __ENV.CLIENT_ID || 'reporting';
-const CLIENT_SECRET = __ENV.CLIENT_SECRET || 'reporting-secret';
 const REQ_PATH = __ENV.REQ_PATH || '/users';
 const SCOPED_PATH = __ENV.SCOPED_PATH || '/reports';
 const PUBLIC_PATH = __ENV.PUBLIC_PATH === undefined ? '/public' : __ENV.PUBLIC_PATH;
@@ -88,91 +87,20 @@ for (const [kind] of KINDS) thresholds[`checks{kind:${kind}}`] = ['rate==1'];
 
 export const options = {
   scenarios: {
-    mix: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
-      maxVUs: Math.max(50, RATE),
-    },
+    mix: constantRate(RATE, DURATION),
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds,
 };
 
-function header(res, name) {
-  const want = name.toLowerCase();
-  for (const k of Object.keys(res.headers)) {
-    if (k.toLowerCase() === want) return res.headers[k];
-  }
-  return '';
-}
-
-function accessToken(r, what) {
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') fail(`${what} at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
-function loginUser() {
-  const r = http.post(
-    TOKEN_URL,
-    { grant_type: 'password', username: USERNAME, password: PASSWORD },
-    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
-  );
-  return accessToken(r, `password login of ${USERNAME}`);
-}
-
-function loginClient() {
-  const r = http.post(
-    TOKEN_URL,
-    { grant_type: 'client_credentials' },
-    {
-      headers: { Authorization: `Basic ${encoding.b64encode(`${CLIENT_ID}:${CLIENT_SECRET}`)}` },
-      responseCallback: http.expectedStatuses(200),
-      tags: { name: 'login' },
-    },
-  );
-  return accessToken(r, `client_credentials login of ${CLIENT_ID}`);
-}
-
-// One character in the middle of the signature replaced: still well-formed base64url of the
-// right length (the last character is avoided, its low bits may be padding), no longer valid.
-function tamper(token) {
-  const dot = token.lastIndexOf('.');
-  const i = dot + 1 + Math.floor((token.length - dot - 1) / 2);
-  const c = token[i] === 'A' ? 'B' : 'A';
-  return token.slice(0, i) + c + token.slice(i + 1);
-}
-
 function get(path, token, status, kind) {
-  return http.get(`${BASE_URL}${path}/${kind}`, {
-    headers: token ? { Authorization: `Bearer ${token}` } : {},
-    redirects: 0,
-    responseCallback: http.expectedStatuses(status),
-    tags: { name: `${path}/:kind`, kind },
-  });
+  return authGet(`${path}/${kind}`, token, status, { name: `${path}/:kind`, kind });
 }
 
 // The echo peer reports what it received: the identity header the gateway set. Without an echo
 // upstream (ECHO=0) the checks that use this pass on the status alone.
 function upstreamHeader(res, name, want) {
-  if (!ECHO) return want;
-  let body;
-  try {
-    body = res.json();
-  } catch (e) {
-    return undefined;
-  }
-  if (!body || !Array.isArray(body.headers)) return undefined;
-  const hit = body.headers.find((h) => String(h[0]).toLowerCase() === name.toLowerCase());
-  return hit ? hit[1] : undefined;
+  return ECHO ? echoedHeader(res, name) : want;
 }
 
 const invalidToken = (description) => (res) =>
@@ -181,9 +109,9 @@ const invalidToken = (description) => (res) =>
   header(res, 'WWW-Authenticate').includes(`error_description="${description}"`);
 
 export function setup() {
-  const valid = loginUser();
+  const valid = loginPassword();
   const client = loginClient();
-  const revoked = loginUser();
+  const revoked = loginPassword();
   const r = http.post(REVOKE_URL, { token: revoked }, { responseCallback: http.expectedStatuses(200), tags: { name: 'revoke' } });
   if (r.status !== 200) fail(`logout at ${REVOKE_URL}: ${r.status} ${r.body}`);
   if (!EXPIRED_TOKEN) console.warn('auth-mix: EXPIRED_TOKEN is not set: the expired kind is left out');

@@ -33,13 +33,11 @@
 //
 //   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/load.js
 //   SSL_CERT_FILE=... load-tests/k6.sh run -e BASE_URL=https://gw.example.com -e USERNAME=... -e PASSWORD=... load-tests/load.js
-import http from 'k6/http';
-import encoding from 'k6/encoding';
-import { check, fail } from 'k6';
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
+import { INSECURE_TLS, constantRate, getNumbered, probeSetup, tokenFromEnv } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users/load';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
 const RATE = parseInt(__ENV.RATE || '200', 10);
 const DURATION = __ENV.DURATION || '30s';
 const P99_MS = parseFloat(__ENV.P99_MS || '250');
@@ -48,16 +46,9 @@ const ERROR_RATE = parseFloat(__ENV.ERROR_RATE || '0.001');
 
 export const options = {
   scenarios: {
-    load: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
-      maxVUs: Math.max(50, RATE),
-    },
+    load: constantRate(RATE, DURATION),
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     'http_req_failed{scenario:load}': [`rate<${ERROR_RATE}`],
     'http_req_duration{scenario:load}': [`p(99)<${P99_MS}`, `p(95)<${P95_MS}`],
@@ -66,44 +57,14 @@ export const options = {
   },
 };
 
-// POST TOKEN_URL (RFC 6749 form): password grant, or client_credentials with HTTP Basic.
 // (Setup requests carry no scenario tag, so the thresholds above ignore them.)
-function login() {
-  if (__ENV.TOKEN) return __ENV.TOKEN;
-  const params = { headers: {}, responseCallback: http.expectedStatuses(200), tags: { name: 'login' } };
-  let form;
-  if (__ENV.GRANT === 'client_credentials') {
-    const id = __ENV.CLIENT_ID || 'reporting';
-    const secret = __ENV.CLIENT_SECRET || 'reporting-secret';
-    form = { grant_type: 'client_credentials' };
-    params.headers.Authorization = `Basic ${encoding.b64encode(`${id}:${secret}`)}`;
-  } else {
-    form = { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' };
-  }
-  const r = http.post(TOKEN_URL, form, params);
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') fail(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
 export function setup() {
-  const token = login();
+  const token = tokenFromEnv();
   // Fail before the clock starts when the target does not serve what we expect.
-  const r = http.get(`${BASE_URL}${REQ_PATH}/setup`, { headers: { Authorization: `Bearer ${token}` }, redirects: 0 });
-  if (r.status !== 200) fail(`GET ${BASE_URL}${REQ_PATH}/setup answered ${r.status}, want 200: ${r.body}`);
+  probeSetup(REQ_PATH, token);
   return { token };
 }
 
 export default function (data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}/${__ITER % 1000}`, {
-    headers: { Authorization: `Bearer ${data.token}` },
-    redirects: 0,
-    tags: { name: `${REQ_PATH}/:n` },
-  });
-  check(r, { 'status 200': (res) => res.status === 200 });
+  getNumbered(REQ_PATH, data.token);
 }

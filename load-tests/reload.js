@@ -37,30 +37,20 @@
 // logged in as alice, and sets ADMIN_TOKEN, so the reloads scenario runs too. Reloading the
 // unchanged demo config still swaps in a freshly built snapshot each time (issuer, users and
 // clients files included), which is what is being exercised.
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import { check } from 'k6';
+import { ADMIN_TOKEN, ADMIN_URL, BASE_URL, INSECURE_TLS, adminAuth, constantRate, probeTraffic, trafficParams, trafficToken } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users/reload-load';
-const TOKEN = __ENV.TOKEN || '';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
 const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
 const RATE = parseInt(__ENV.RATE || '200', 10);
 const DURATION = __ENV.DURATION || '30s';
-const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
-const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || '';
 const RELOAD_RATE = parseInt(__ENV.RELOAD_RATE || '2', 10);
 
 const scenarios = {
-  traffic: {
-    executor: 'constant-arrival-rate',
-    exec: 'traffic',
-    rate: RATE,
-    timeUnit: '1s',
-    duration: DURATION,
-    preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
-    maxVUs: Math.max(50, RATE),
-  },
+  traffic: constantRate(RATE, DURATION, { exec: 'traffic' }),
 };
 if (ADMIN_TOKEN) {
   scenarios.reloads = {
@@ -76,59 +66,29 @@ if (ADMIN_TOKEN) {
 
 export const options = {
   scenarios,
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     http_req_failed: ['rate==0'],
     checks: ['rate==1'],
   },
 };
 
-// TOKEN as given, or (unset) a token of USERNAME from the built-in issuer: POST TOKEN_URL,
-// OAuth2 password grant. NO_AUTH=1 sends no Authorization at all.
-function bearer() {
-  if (TOKEN || __ENV.NO_AUTH === '1') return TOKEN;
-  const r = http.post(
-    TOKEN_URL,
-    { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' },
-    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
-  );
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') throw new Error(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
-function params(token) {
-  return {
-    headers: token ? { Authorization: `Bearer ${token}` } : {},
-    responseCallback: http.expectedStatuses(EXPECT_STATUS),
-    redirects: 0,
-    tags: { name: 'traffic' },
-  };
-}
-
 export function setup() {
-  const token = bearer();
+  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME.
+  const token = trafficToken();
   // Fail fast (before the clock starts) when the target is not serving what we expect.
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(token));
-  if (r.status !== EXPECT_STATUS) {
-    throw new Error(`GET ${BASE_URL}${REQ_PATH} answered ${r.status}, want ${EXPECT_STATUS}: ${r.body}`);
-  }
+  probeTraffic(REQ_PATH, token, EXPECT_STATUS);
   return { token };
 }
 
 export function traffic(data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(data.token));
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, trafficParams(data.token, EXPECT_STATUS));
   check(r, { [`traffic: status ${EXPECT_STATUS}`]: (res) => res.status === EXPECT_STATUS });
 }
 
 export function reload() {
   const r = http.post(`${ADMIN_URL}/admin/reload`, null, {
-    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    headers: adminAuth(),
     responseCallback: http.expectedStatuses(200),
     tags: { name: 'reload' },
   });

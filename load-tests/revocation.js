@@ -31,18 +31,15 @@
 //
 //   ADMIN_TOKEN="$(cat demo-run/admin.token)" SSL_CERT_FILE=demo-run/tls/ca.crt \
 //     load-tests/k6.sh run load-tests/revocation.js
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { check, fail, sleep } from 'k6';
 import { Counter } from 'k6/metrics';
+import { ADMIN_TOKEN, ADMIN_URL, INSECURE_TLS, adminAuth, authGet, header, loginPassword, ms } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
-const USERNAME = __ENV.USERNAME || 'alice';
-const PASSWORD = __ENV.PASSWORD || 'alice-password';
-const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
-const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || '';
 const VUS = parseInt(__ENV.VUS || '10', 10);
 const DURATION = __ENV.DURATION || '20s';
 const PACE = __ENV.PACE || '50ms';
@@ -51,26 +48,11 @@ const REVOKE_TO = parseFloat(__ENV.REVOKE_TO || '0.7');
 
 const revocations = new Counter('revocations');
 
-// "1m30s", "6s", "500ms" -> milliseconds.
-function ms(d) {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 };
-  let total = 0;
-  let m;
-  let used = '';
-  while ((m = re.exec(d)) !== null) {
-    total += parseFloat(m[1]) * unit[m[2]];
-    used += m[0];
-  }
-  if (used !== d) throw new Error(`bad duration ${d}`);
-  return total;
-}
-
 export const options = {
   scenarios: {
     revocation: { executor: 'constant-vus', vus: VUS, duration: DURATION },
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     checks: ['rate==1'],
     'checks{phase:before}': ['rate==1'],
@@ -82,49 +64,20 @@ export const options = {
   },
 };
 
-function login() {
-  const r = http.post(
-    TOKEN_URL,
-    { grant_type: 'password', username: USERNAME, password: PASSWORD },
-    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
-  );
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') fail(`login of ${USERNAME} at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
 export function setup() {
   if (!ADMIN_TOKEN) fail('ADMIN_TOKEN is required (make demo keeps it in demo-run/admin.token)');
-  const probe = http.get(`${ADMIN_URL}/admin/revocations`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const probe = http.get(`${ADMIN_URL}/admin/revocations`, { headers: adminAuth() });
   if (probe.status !== 200) fail(`GET ${ADMIN_URL}/admin/revocations: ${probe.status} ${probe.body}`);
   const pairs = [];
-  for (let i = 0; i < VUS; i++) pairs.push({ target: login(), control: login() });
+  for (let i = 0; i < VUS; i++) pairs.push({ target: loginPassword(), control: loginPassword() });
   return { pairs };
-}
-
-function header(res, name) {
-  const want = name.toLowerCase();
-  for (const k of Object.keys(res.headers)) {
-    if (k.toLowerCase() === want) return res.headers[k];
-  }
-  return '';
 }
 
 // Per-VU state (each VU has its own copy of this module).
 let revoked = false;
 
 function get(token, status, phase) {
-  return http.get(`${BASE_URL}${REQ_PATH}/revocation`, {
-    headers: { Authorization: `Bearer ${token}` },
-    redirects: 0,
-    responseCallback: http.expectedStatuses(status),
-    tags: { name: `${REQ_PATH}/revocation`, phase },
-  });
+  return authGet(`${REQ_PATH}/revocation`, token, status, { name: `${REQ_PATH}/revocation`, phase });
 }
 
 export default function (data) {
@@ -135,7 +88,7 @@ export default function (data) {
 
   if (!revoked && Date.now() - exec.scenario.startTime >= revokeAt) {
     const r = http.post(`${ADMIN_URL}/admin/revocations`, JSON.stringify({ token: target }), {
-      headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, 'Content-Type': 'application/json' },
+      headers: { ...adminAuth(), 'Content-Type': 'application/json' },
       responseCallback: http.expectedStatuses(201),
       tags: { name: 'admin revoke', phase: 'revoke' },
     });

@@ -35,18 +35,18 @@
 //   INSECURE_TLS   1: skip certificate verification
 //
 //   load-tests/rotate-jwks.sh            # against a running `make demo`: mints, runs, rotates, restores
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import encoding from 'k6/encoding';
 import { check, fail } from 'k6';
 import { Counter } from 'k6/metrics';
+import { ADMIN_TOKEN, ADMIN_URL, INSECURE_TLS, adminAuth, authGet, constantRate, header, ms } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users';
 const TOKEN_OLD = __ENV.TOKEN_OLD || '';
 const TOKEN_NEW = __ENV.TOKEN_NEW || '';
 const PROVIDER = __ENV.PROVIDER || 'demo-idp';
-const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
-const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || '';
 const RATE = parseInt(__ENV.RATE || '100', 10);
 const DURATION = __ENV.DURATION || '30s';
 const POLL = __ENV.POLL || '1s';
@@ -55,21 +55,6 @@ const EXPECT_RETIRE = (__ENV.EXPECT_RETIRE || '1') === '1';
 const oldKeyRequests = new Counter('old_key_requests');
 const newKeyRequests = new Counter('new_key_requests');
 const retiredRefusals = new Counter('retired_key_refusals');
-
-// "1m30s", "6s", "500ms" -> milliseconds.
-function ms(d) {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 };
-  let total = 0;
-  let m;
-  let used = '';
-  while ((m = re.exec(d)) !== null) {
-    total += parseFloat(m[1]) * unit[m[2]];
-    used += m[0];
-  }
-  if (used !== d) throw new Error(`bad duration ${d}`);
-  return total;
-}
 
 const thresholds = {
   checks: ['rate==1'],
@@ -85,16 +70,9 @@ if (EXPECT_RETIRE) {
 
 export const options = {
   scenarios: {
-    rotation: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
-      maxVUs: Math.max(50, RATE),
-    },
+    rotation: constantRate(RATE, DURATION),
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds,
 };
 
@@ -109,18 +87,10 @@ function kidOf(token) {
 const OLD_KID = TOKEN_OLD ? kidOf(TOKEN_OLD) : undefined;
 const NEW_KID = TOKEN_NEW ? kidOf(TOKEN_NEW) : undefined;
 
-function header(res, name) {
-  const want = name.toLowerCase();
-  for (const k of Object.keys(res.headers)) {
-    if (k.toLowerCase() === want) return res.headers[k];
-  }
-  return '';
-}
-
 // The kids the gateway holds for PROVIDER right now, or null when the status is unreadable.
 function gatewayKids() {
   const r = http.get(`${ADMIN_URL}/admin/status`, {
-    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    headers: adminAuth(),
     responseCallback: http.expectedStatuses(200),
     tags: { name: 'admin status' },
   });
@@ -151,12 +121,7 @@ let round = 0;
 let refusedLogged = 0;
 
 function get(token, status, kind) {
-  return http.get(`${BASE_URL}${REQ_PATH}/rotation`, {
-    headers: { Authorization: `Bearer ${token}` },
-    redirects: 0,
-    responseCallback: http.expectedStatuses(status),
-    tags: { name: `${REQ_PATH}/rotation`, kind },
-  });
+  return authGet(`${REQ_PATH}/rotation`, token, status, { name: `${REQ_PATH}/rotation`, kind });
 }
 
 export default function () {

@@ -46,20 +46,19 @@
 // INSECURE_TLS=1 to skip verification.
 //
 //   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/smoke.js
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import encoding from 'k6/encoding';
 import { check, fail, group } from 'k6';
+import {
+  ADMIN_URL, BASE_URL as HTTPS_URL, CLIENT_ID, CLIENT_SECRET, INSECURE_TLS, PASSWORD, TOKEN_URL, USERNAME, header, json,
+  tamper, upstreamHeader,
+} from './lib/common.js';
 
-const HTTPS_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const HTTP_URL = __ENV.HTTP_URL || 'http://127.0.0.1:8080';
 const INTERNAL_URL = __ENV.INTERNAL_URL || 'http://127.0.0.1:8081';
-const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9901';
 const METRICS_URL = __ENV.METRICS_URL || 'http://127.0.0.1:9100';
-const TOKEN_URL = __ENV.TOKEN_URL || `${HTTPS_URL}/auth/token`;
-const USERNAME = __ENV.USERNAME || 'alice';
-const PASSWORD = __ENV.PASSWORD || 'alice-password';
-const CLIENT_ID = __ENV.CLIENT_ID || 'reporting';
-const CLIENT_SECRET = __ENV.CLIENT_SECRET || 'reporting-secret';
 const PEERS = parseInt(__ENV.PEERS || '2', 10);
 
 export const options = {
@@ -67,7 +66,7 @@ export const options = {
     // One VU, sequential requests: the round-robin check needs consecutive picks.
     smoke: { executor: 'shared-iterations', vus: 1, iterations: parseInt(__ENV.ITERATIONS || '3', 10), maxDuration: '60s' },
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     checks: ['rate==1'],
     http_req_failed: ['rate==0'],
@@ -90,30 +89,6 @@ function expect(statuses, token) {
   const p = { responseCallback: http.expectedStatuses(...[].concat(statuses)), redirects: 0 };
   if (token) p.headers = { Authorization: `Bearer ${token}` };
   return p;
-}
-
-function header(res, name) {
-  const want = name.toLowerCase();
-  for (const k of Object.keys(res.headers)) {
-    if (k.toLowerCase() === want) return res.headers[k];
-  }
-  return undefined;
-}
-
-function json(res) {
-  try {
-    return JSON.parse(res.body);
-  } catch (e) {
-    return null;
-  }
-}
-
-// A header as the echo peer received it ({"headers": [[name, value], ...]}).
-function upstreamHeader(res, name) {
-  const body = json(res);
-  if (body === null || !Array.isArray(body.headers)) return undefined;
-  const hit = body.headers.find((h) => String(h[0]).toLowerCase() === name.toLowerCase());
-  return hit ? hit[1] : undefined;
 }
 
 function isContractError(res) {
@@ -142,13 +117,6 @@ function tokenFrom(res, what) {
   });
   if (!ok) fail(`${what} at ${TOKEN_URL}: ${res.status} ${res.body}`);
   return body.access_token;
-}
-
-// One character in the middle of the signature replaced (the last one may only carry padding bits).
-function tamper(token) {
-  const dot = token.lastIndexOf('.');
-  const i = dot + 1 + Math.floor((token.length - dot - 1) / 2);
-  return token.slice(0, i) + (token[i] === 'A' ? 'B' : 'A') + token.slice(i + 1);
 }
 
 export function setup() {

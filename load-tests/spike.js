@@ -34,14 +34,12 @@
 //   INSECURE_TLS    1: skip certificate verification
 //
 //   SSL_CERT_FILE=demo-run/tls/ca.crt load-tests/k6.sh run load-tests/spike.js
-import http from 'k6/http';
-import encoding from 'k6/encoding';
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import exec from 'k6/execution';
-import { check, fail } from 'k6';
+import { INSECURE_TLS, getNumbered, ms, probeSetup, tokenFromEnv } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users/spike';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
 const BASE_RATE = parseInt(__ENV.BASE_RATE || '50', 10);
 const SPIKE_RATE = parseInt(__ENV.SPIKE_RATE || '1000', 10);
 const WARMUP = __ENV.WARMUP || '8s';
@@ -52,21 +50,6 @@ const ERROR_RATE = parseFloat(__ENV.ERROR_RATE || '0.01');
 const SPIKE_P99_MS = parseFloat(__ENV.SPIKE_P99_MS || '3000');
 const RECOVERY_P99_MS = parseFloat(__ENV.RECOVERY_P99_MS || '250');
 const MAX_VUS = parseInt(__ENV.MAX_VUS || '400', 10);
-
-// "1m30s", "6s", "500ms" -> milliseconds.
-function ms(d) {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 };
-  let total = 0;
-  let m;
-  let used = '';
-  while ((m = re.exec(d)) !== null) {
-    total += parseFloat(m[1]) * unit[m[2]];
-    used += m[0];
-  }
-  if (used !== d) throw new Error(`bad duration ${d}`);
-  return total;
-}
 
 // Phase boundaries in ms since the scenario started: the spike phase covers the rise, the
 // hold and the fall (requests then still meet the burst's backlog); recovery starts after it.
@@ -90,7 +73,7 @@ export const options = {
       ],
     },
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     'http_req_failed{scenario:spike}': [`rate<${ERROR_RATE}`],
     'http_req_duration{phase:baseline}': [`p(99)<${RECOVERY_P99_MS}`],
@@ -100,35 +83,10 @@ export const options = {
   },
 };
 
-// POST TOKEN_URL (RFC 6749 form): password grant, or client_credentials with HTTP Basic.
 // (Setup requests carry no scenario tag, so the thresholds above ignore them.)
-function login() {
-  if (__ENV.TOKEN) return __ENV.TOKEN;
-  const params = { headers: {}, responseCallback: http.expectedStatuses(200), tags: { name: 'login' } };
-  let form;
-  if (__ENV.GRANT === 'client_credentials') {
-    const id = __ENV.CLIENT_ID || 'reporting';
-    const secret = __ENV.CLIENT_SECRET || 'reporting-secret';
-    form = { grant_type: 'client_credentials' };
-    params.headers.Authorization = `Basic ${encoding.b64encode(`${id}:${secret}`)}`;
-  } else {
-    form = { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' };
-  }
-  const r = http.post(TOKEN_URL, form, params);
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') fail(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
 export function setup() {
-  const token = login();
-  const r = http.get(`${BASE_URL}${REQ_PATH}/setup`, { headers: { Authorization: `Bearer ${token}` }, redirects: 0 });
-  if (r.status !== 200) fail(`GET ${BASE_URL}${REQ_PATH}/setup answered ${r.status}, want 200: ${r.body}`);
+  const token = tokenFromEnv();
+  probeSetup(REQ_PATH, token);
   return { token };
 }
 
@@ -139,10 +97,5 @@ function phaseNow() {
 }
 
 export default function (data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}/${__ITER % 1000}`, {
-    headers: { Authorization: `Bearer ${data.token}` },
-    redirects: 0,
-    tags: { name: `${REQ_PATH}/:n`, phase: phaseNow() },
-  });
-  check(r, { 'status 200': (res) => res.status === 200 });
+  getNumbered(REQ_PATH, data.token, { phase: phaseNow() });
 }

@@ -37,14 +37,14 @@
 //
 // `make loadtest` runs it (without an upgrade) with the defaults above, logged in as alice, as a
 // steady-load check.
+//
+// Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
+import { BASE_URL, INSECURE_TLS, constantRate, probeTraffic, trafficParams, trafficToken } from './lib/common.js';
 
-const BASE_URL = __ENV.BASE_URL || 'https://localhost:8443';
 const REQ_PATH = __ENV.REQ_PATH || '/users/upgrade-load';
-const TOKEN = __ENV.TOKEN || '';
-const TOKEN_URL = __ENV.TOKEN_URL || `${BASE_URL}/auth/token`;
 const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
 const RATE = parseInt(__ENV.RATE || '200', 10);
 const DURATION = __ENV.DURATION || '30s';
@@ -53,16 +53,9 @@ const connectionErrors = new Counter('connection_errors');
 
 export const options = {
   scenarios: {
-    traffic: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
-      maxVUs: Math.max(50, RATE),
-    },
+    traffic: constantRate(RATE, DURATION),
   },
-  insecureSkipTLSVerify: __ENV.INSECURE_TLS === '1',
+  insecureSkipTLSVerify: INSECURE_TLS,
   thresholds: {
     http_req_failed: ['rate==0'],
     checks: ['rate==1'],
@@ -70,45 +63,15 @@ export const options = {
   },
 };
 
-// TOKEN as given, or (unset) a token of USERNAME from the built-in issuer: POST TOKEN_URL,
-// OAuth2 password grant. NO_AUTH=1 sends no Authorization at all.
-function bearer() {
-  if (TOKEN || __ENV.NO_AUTH === '1') return TOKEN;
-  const r = http.post(
-    TOKEN_URL,
-    { grant_type: 'password', username: __ENV.USERNAME || 'alice', password: __ENV.PASSWORD || 'alice-password' },
-    { responseCallback: http.expectedStatuses(200), tags: { name: 'login' } },
-  );
-  let token;
-  try {
-    token = r.json('access_token');
-  } catch (e) {
-    token = undefined;
-  }
-  if (r.status !== 200 || typeof token !== 'string') throw new Error(`login at ${TOKEN_URL}: ${r.status} ${r.body}`);
-  return token;
-}
-
-function params(token) {
-  return {
-    headers: token ? { Authorization: `Bearer ${token}` } : {},
-    responseCallback: http.expectedStatuses(EXPECT_STATUS),
-    redirects: 0,
-    tags: { name: 'traffic' },
-  };
-}
-
 export function setup() {
-  const token = bearer();
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(token));
-  if (r.status !== EXPECT_STATUS) {
-    throw new Error(`GET ${BASE_URL}${REQ_PATH} answered ${r.status}, want ${EXPECT_STATUS}: ${r.body}`);
-  }
+  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME.
+  const token = trafficToken();
+  probeTraffic(REQ_PATH, token, EXPECT_STATUS);
   return { token };
 }
 
 export default function (data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, params(data.token));
+  const r = http.get(`${BASE_URL}${REQ_PATH}`, trafficParams(data.token, EXPECT_STATUS));
   if (r.status === 0) {
     // No HTTP answer at all; error/error_code say why (e.g. 1211 reset, 1212 refused).
     connectionErrors.add(1, { error_code: String(r.error_code) });
