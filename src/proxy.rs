@@ -31,7 +31,7 @@ use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::revocation::service::Revocations;
 use crate::revocation::store::Record;
 use crate::routing::RouteMatch;
-use crate::runtime::{Persistent, Snapshot};
+use crate::runtime::{Persistent, Route, Snapshot};
 use crate::upstream::{HashKey, Tried};
 
 /// Which listener a proxy service serves; decides redirects, HSTS and internal-route visibility.
@@ -365,6 +365,52 @@ impl Gateway {
         LocalResponse::new(r.status, headers, Bytes::from(r.body))
     }
 
+    /// SPEC §3 steps 4-6 plus the route's rate limit: `Some(answer)` refuses the request.
+    async fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+        route: &Route,
+    ) -> Option<LocalResponse> {
+        let mut values: [&[u8]; 2] = [&[], &[]];
+        let mut n = 0;
+        for v in session.req_header().headers.get_all(header::AUTHORIZATION) {
+            if let Some(slot) = values.get_mut(n) {
+                *slot = v.as_bytes();
+            }
+            n += 1;
+        }
+        let values = values.get(..n.min(2)).unwrap_or_default();
+        let decision = gate::decide(
+            snap.auth.as_deref(),
+            &route.auth,
+            values,
+            ctx.query_token,
+            unix_now(),
+        )
+        .await;
+        if let Some(label) = decision.label() {
+            ctx.auth_label = Some(label);
+            route.metrics.auth_decision(label);
+        }
+        match decision {
+            Decision::Allowed(token) => ctx.verified = Some(token),
+            Decision::Denied { response, .. } => return Some(response),
+            Decision::Skipped | Decision::Anonymous => {}
+        }
+        let limiter = route.rate_limit.as_ref()?;
+        let wait = rate_limited(limiter, ctx).err()?;
+        metrics::RATE_LIMITED
+            .with_label_values(&[route.name.as_str()])
+            .inc();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Some(
+            LocalResponse::error(429, "rate_limited", "too many requests")
+                .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))),
+        )
+    }
+
     fn route_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
         match (&ctx.snap, ctx.route) {
             (Some(s), Some(i)) => s.routes.get(i).map_or("", |r| r.name.as_str()),
@@ -595,43 +641,8 @@ impl ProxyHttp for Gateway {
         if let (Verdict::Proxy, Some(route)) =
             (&verdict, ctx.route.and_then(|i| snap.routes.get(i)))
         {
-            let mut values: [&[u8]; 2] = [&[], &[]];
-            let mut n = 0;
-            for v in session.req_header().headers.get_all(header::AUTHORIZATION) {
-                if let Some(slot) = values.get_mut(n) {
-                    *slot = v.as_bytes();
-                }
-                n += 1;
-            }
-            let values = values.get(..n.min(2)).unwrap_or_default();
-            let decision = gate::decide(
-                snap.auth.as_deref(),
-                &route.auth,
-                values,
-                ctx.query_token,
-                unix_now(),
-            )
-            .await;
-            if let Some(label) = decision.label() {
-                ctx.auth_label = Some(label);
-                route.metrics.auth_decision(label);
-            }
-            match decision {
-                Decision::Allowed(token) => ctx.verified = Some(token),
-                Decision::Denied { response, .. } => verdict = Verdict::Respond(response),
-                Decision::Skipped | Decision::Anonymous => {}
-            }
-            if let (Verdict::Proxy, Some(limiter)) = (&verdict, &route.rate_limit) {
-                if let Err(wait) = rate_limited(limiter, ctx) {
-                    metrics::RATE_LIMITED
-                        .with_label_values(&[route.name.as_str()])
-                        .inc();
-                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    verdict = Verdict::Respond(
-                        LocalResponse::error(429, "rate_limited", "too many requests")
-                            .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))),
-                    );
-                }
+            if let Some(refusal) = self.admit(session, ctx, &snap, route).await {
+                verdict = Verdict::Respond(refusal);
             }
         }
         if let Verdict::Issuer(ep) = verdict {
