@@ -255,6 +255,11 @@ impl Gateway {
         ctx.route = Some(idx);
         ctx.host = host;
 
+        // Canonicalisation borrows when the raw path was already canonical; then, unless a
+        // prefix is stripped, the client's target goes upstream as it is and nothing is built.
+        if !route.strip_prefix && matches!(path, std::borrow::Cow::Borrowed(_)) {
+            return Verdict::Proxy;
+        }
         let forwarded_path = if route.strip_prefix {
             strip_route_prefix(&path, &route.prefix)
         } else {
