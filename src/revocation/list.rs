@@ -170,7 +170,7 @@ impl RevocationList {
     /// The shard comes from bits 32..38 of the hash, which the table uses neither for its
     /// bucket index (low bits) nor for its control tags (top 7 bits).
     fn shard<V, const N: usize>(shards: &[Shard<V, N>], hash: u64) -> &Shard<V, N> {
-        &shards[(hash >> 32) as usize % shards.len()]
+        &shards[(hash >> 32) as usize % SHARDS]
     }
 
     fn find<V: Copy, const N: usize>(
