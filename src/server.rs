@@ -171,14 +171,9 @@ async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>)
 }
 
 pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), String> {
-    // With -u the old process still appends to the log until it exits: compacting (renaming a
-    // new file over it) would lose what it acknowledges meanwhile.
-    let revocations = Revocations::open(
-        &loaded.config.revocation,
-        &loaded.base_dir,
-        unix_now(),
-        !opt.upgrade,
-    )?;
+    // Also with -u: the log's lock keeps the compaction from overtaking an append of the old
+    // process, which keeps answering admin requests until the hand-over.
+    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
     let keep = Persistent::new(Arc::clone(revocations.list()));
     let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
     let access_log = loaded.config.access_log.enabled.then(|| {

@@ -171,3 +171,41 @@ def test_revocation_acknowledged_during_the_hand_over_is_kept(procs):
         f"revocation acknowledged (201) by the old process during the upgrade: new process answers "
         f"{in_force.status_code}, after a restart {after_restart.status_code}; "
         f"log now: {(procs.dir / 'revocations.jsonl').read_text()!r}")
+
+
+def test_the_new_process_compacts_the_log_while_the_old_one_keeps_appending(procs):
+    """The `-u` process compacts the revocation log at start, as any start does (SPEC §2), while
+    the old process still answers admin requests: what the old one acknowledges after the
+    compaction lands in the compacted log and is in force in the new process and after a
+    restart."""
+    e = start(procs, grace=0)
+    log = procs.dir / "revocations.jsonl"
+    lifted, kept, later = (e.tok(sub=s) for s in ("lifted", "kept", "revoked-after-compaction"))
+    e.admin.revoke_ok({"token": lifted})
+    assert e.admin.unrevoke({"token": lifted}).status_code == 204
+    e.admin.revoke_ok({"token": kept})
+    assert len(log.read_text().splitlines()) == 3
+    inode = log.stat().st_ino
+
+    new = e.start_new()
+    sock = Path(e.gw.config["server"]["upgrade_sock"])
+    wait_for(lambda: sock.exists() or not new.alive(), 10, interval=0.02,
+             what="the new process to reach the socket hand-over")
+    assert new.alive(), new.logs_tail()
+    compacted = log.read_text().splitlines()
+    assert (log.stat().st_ino != inode, len(compacted)) == (True, 1), compacted
+    assert '"revoke_jti"' in compacted[0]
+
+    e.admin.revoke_ok({"token": later})          # answered by the old process, after the rename
+    assert len(log.read_text().splitlines()) == 2, log.read_text()
+    e.hand_over(new)
+    e.wait_old_exit(timeout=15)
+    seen = [e.get(t).status_code for t in (lifted, kept, later)]
+    new.proc.send_signal(signal.SIGTERM)
+    new.proc.wait(timeout=10)
+    e.gw.start()
+    wait_ready(e.gw)
+    after_restart = [e.get(t).status_code for t in (lifted, kept, later)]
+    assert (seen, after_restart) == ([200, 401, 401], [200, 401, 401]), (
+        f"(lifted, kept, revoked after the compaction): new process {seen}, after a restart "
+        f"{after_restart}; log now: {log.read_text()!r}")

@@ -30,15 +30,8 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    /// Opens the configured store and replays it into a fresh list. `compact` is false when
-    /// another process may still append to the store (a graceful upgrade, `-u`): rewriting it
-    /// then would lose that process's appends, so it is left for the next normal start.
-    pub fn open(
-        conf: &RevocationConf,
-        base: &Path,
-        now: i64,
-        compact: bool,
-    ) -> Result<Revocations, String> {
+    /// Opens the configured store, compacts it and replays it into a fresh list.
+    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, String> {
         let store: Arc<dyn RevocationStore> =
             match conf.store {
                 RevocationStoreKind::Memory => Arc::new(MemoryStore),
@@ -51,12 +44,9 @@ impl Revocations {
                         .into(),
                 ),
             };
-        let loaded = if compact {
-            store.load_and_compact(now)
-        } else {
-            store.load(now)
-        }
-        .map_err(|e| format!("revocation.path: {e}"))?;
+        let loaded = store
+            .load_and_compact(now)
+            .map_err(|e| format!("revocation.path: {e}"))?;
         for w in &loaded.warnings {
             log::warn!("revocation log: {w}");
         }
@@ -73,13 +63,8 @@ impl Revocations {
         r.publish_counts();
         let (jti, subject) = r.list.counts();
         log::info!(
-            "revocations loaded from the {} store: {jti} jti, {subject} subject cut-offs{}",
+            "revocations loaded from the {} store: {jti} jti, {subject} subject cut-offs",
             r.store.name(),
-            if compact {
-                ""
-            } else {
-                " (not compacted: the previous process may still be writing)"
-            }
         );
         Ok(r)
     }
@@ -301,9 +286,9 @@ mod tests {
     async fn a_process_applies_what_another_appended() {
         let dir = TempDir::new();
         let base = Path::new("/");
-        let old = Revocations::open(&dir.conf(), base, 0, true).unwrap();
+        let old = Revocations::open(&dir.conf(), base, 0).unwrap();
         old.record(jti("before-upgrade")).await.unwrap();
-        let new = Revocations::open(&dir.conf(), base, 0, false).unwrap();
+        let new = Revocations::open(&dir.conf(), base, 0).unwrap();
         assert!(jti_revoked(&new, "before-upgrade"));
 
         old.record(jti("during-upgrade")).await.unwrap();
@@ -317,7 +302,7 @@ mod tests {
         old.follow();
         assert!(jti_revoked(&old, "after-upgrade"));
         drop((old, new));
-        let restarted = Revocations::open(&dir.conf(), base, 0, true).unwrap();
+        let restarted = Revocations::open(&dir.conf(), base, 0).unwrap();
         assert_eq!(restarted.list().counts(), (2, 0));
         assert!(jti_revoked(&restarted, "during-upgrade"));
         assert!(jti_revoked(&restarted, "after-upgrade"));
@@ -326,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn reading_back_its_own_records_changes_nothing() {
         let dir = TempDir::new();
-        let r = Revocations::open(&dir.conf(), Path::new("/"), 0, true).unwrap();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
         r.record(jti("j")).await.unwrap();
         r.record(delete_jti("j")).await.unwrap();
         r.record(jti("j")).await.unwrap();
@@ -384,7 +369,7 @@ mod tests {
             store: RevocationStoreKind::Memory,
             ..RevocationConf::default()
         };
-        let r = Revocations::open(&conf, Path::new("/nonexistent"), 0, false).unwrap();
+        let r = Revocations::open(&conf, Path::new("/nonexistent"), 0).unwrap();
         r.follow();
         assert_eq!(r.list().counts(), (0, 0));
     }

@@ -3,15 +3,16 @@
 //! The in-memory list answers every request; a store only has to make an admin change survive a
 //! restart. So the store is a write-ahead log and little more: [`RevocationStore::append`] makes
 //! one change durable before the admin API answers 201, [`RevocationStore::load_and_compact`]
-//! runs at a normal start to rebuild the live state and shrink the storage to it, and
+//! runs at start to rebuild the live state and shrink the storage to it, and
 //! [`RevocationStore::read_new`] hands over what was appended since, by this process or another.
 //!
 //! Another process shares the log during a graceful upgrade (SPEC §1 `-u`): the old process
-//! keeps answering admin requests for seconds after the new one has started. Three rules keep
-//! every acknowledged change: the new process only loads ([`RevocationStore::load`]), since a
-//! compaction would rename a fresh file over the one the old process is still appending to; an
-//! append always goes to the file currently at the path, whoever renamed it; and each process
-//! follows the log ([`RevocationStore::read_new`]) to apply what the other acknowledged.
+//! keeps answering admin requests for seconds after the new one has started and compacted the
+//! log. Three rules keep every acknowledged change: appends and the compaction hold the log's
+//! sidecar lock (`<path>.lock`, flock(2)), so the compaction's read-rewrite-rename never
+//! overtakes an append; an append always goes to the file currently at the path, whoever
+//! renamed it; and each process follows the log ([`RevocationStore::read_new`]) to apply what
+//! the other acknowledged.
 //!
 //! The file store is a JSON-lines log (one [`Record`] per `'\n'`-terminated line). Appends are
 //! `write_all` + `sync_data` under a mutex: a revocation is either fully on disk or reported as an
@@ -81,12 +82,9 @@ pub trait RevocationStore: Send + Sync {
     /// Returns only once the record is durable (file: written and fsync'd). Blocking; callers run
     /// it on a blocking thread.
     fn append(&self, record: &Record) -> io::Result<()>;
-    /// Called once at a normal start: read everything, return the live state, and compact the
-    /// backing storage to exactly that state.
+    /// Called once at start (the new process of a graceful upgrade included): read everything,
+    /// return the live state, and compact the backing storage to exactly that state.
     fn load_and_compact(&self, now: i64) -> Result<Loaded, String>;
-    /// Called once instead of [`RevocationStore::load_and_compact`] when another process may
-    /// still be appending (a graceful upgrade): the same state, storage left as it is.
-    fn load(&self, now: i64) -> Result<Loaded, String>;
     /// What was appended since the load or the previous call. Blocking. Records this process
     /// appended come back too: applying them again, in log order, ends in the same state.
     fn read_new(&self) -> Result<NewRecords, String>;
@@ -104,10 +102,6 @@ impl RevocationStore for MemoryStore {
     }
 
     fn load_and_compact(&self, _now: i64) -> Result<Loaded, String> {
-        Ok(Loaded::default())
-    }
-
-    fn load(&self, _now: i64) -> Result<Loaded, String> {
         Ok(Loaded::default())
     }
 
@@ -132,10 +126,14 @@ const MAX_WARNINGS: usize = 100;
 /// append, so running out means something keeps replacing the file, and the append fails.
 const MAX_APPEND_ATTEMPTS: usize = 3;
 
-/// `store: file`: an append-only JSON-lines log, compacted at every normal start.
+/// `store: file`: an append-only JSON-lines log, compacted at every start.
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
+    /// `<path>.lock`, flock'ed around each append and around a compaction. A separate file,
+    /// because the log itself is replaced by every compaction. The kernel releases it when a
+    /// holder dies, so a crash never leaves the log locked.
+    lock: File,
     appender: Mutex<Appender>,
     follower: Mutex<Follower>,
 }
@@ -187,8 +185,23 @@ impl FileStore {
         })?;
         let appender = open_appender(path)
             .map_err(|e| format!("revocation log {}: cannot open: {e}", path.display()))?;
+        let lock_path = sidecar(path, ".lock");
+        let lock = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| {
+                format!(
+                    "revocation log {}: cannot open {}: {e}",
+                    path.display(),
+                    lock_path.display()
+                )
+            })?;
         Ok(FileStore {
             path: path.to_path_buf(),
+            lock,
             appender: Mutex::new(appender),
             follower: Mutex::new(Follower::default()),
         })
@@ -200,9 +213,22 @@ impl FileStore {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".tmp");
-        PathBuf::from(name)
+        sidecar(&self.path, ".tmp")
+    }
+
+    /// Waits for the sidecar lock, which another process holds while it appends or compacts.
+    /// Take it after `appender`'s mutex, never before.
+    fn exclusive(&self) -> io::Result<LogLock<'_>> {
+        self.lock.lock().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot lock {}: {e}",
+                    sidecar(&self.path, ".lock").display()
+                ),
+            )
+        })?;
+        Ok(LogLock(&self.lock))
     }
 
     /// The file now at the path; `None` if there is none (the next append creates it).
@@ -265,6 +291,24 @@ impl FileStore {
     }
 }
 
+/// Holds the sidecar lock until dropped.
+struct LogLock<'a>(&'a File);
+
+impl Drop for LogLock<'_> {
+    fn drop(&mut self) {
+        // Cannot fail for a held lock on an open file; if it did, closing the file at exit
+        // releases it anyway.
+        let _ = self.0.unlock();
+    }
+}
+
+/// `<path><suffix>`, next to the log.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Writes `records` as a new file at `tmp` (mode 0600) and fsyncs it. Returns the file and its
 /// length, taken before the rename, when nothing else can have written to it.
 fn write_synced(tmp: &Path, records: &[Record]) -> io::Result<(FileId, u64)> {
@@ -301,6 +345,7 @@ impl RevocationStore for FileStore {
         serde_json::to_writer(&mut line, record)?;
         line.push(b'\n');
         let mut appender = self.appender.lock();
+        let _no_compaction = self.exclusive()?;
         for _ in 0..MAX_APPEND_ATTEMPTS {
             // A newer process may have compacted since; its file is the one every later start
             // reads, and an append to the unlinked one would be acknowledged and lost.
@@ -326,9 +371,15 @@ impl RevocationStore for FileStore {
     }
 
     fn load_and_compact(&self, now: i64) -> Result<Loaded, String> {
-        // Held throughout, so no append of this process can land in the file about to be
-        // replaced.
+        // Both held throughout, so no append of this process or of another can land in the
+        // file about to be replaced after it was read.
         let mut appender = self.appender.lock();
+        let _no_appends = self.exclusive().map_err(|e| {
+            format!(
+                "revocation log {}: cannot compact: {e}",
+                self.path.display()
+            )
+        })?;
         let (_, replayed) = self.read_all(now)?;
         let (file, len) = self
             .rewrite(&replayed.records, &mut appender)
@@ -341,19 +392,6 @@ impl RevocationStore for FileStore {
         *self.follower.lock() = Follower {
             file: Some(file),
             offset: len,
-        };
-        Ok(Loaded {
-            records: replayed.records,
-            warnings: replayed.warnings,
-        })
-    }
-
-    fn load(&self, now: i64) -> Result<Loaded, String> {
-        let (file, replayed) = self.read_all(now)?;
-        // A torn last line may be an append still in flight: `read_new` takes it once complete.
-        *self.follower.lock() = Follower {
-            file: Some(file),
-            offset: replayed.complete,
         };
         Ok(Loaded {
             records: replayed.records,
@@ -500,8 +538,6 @@ fn next_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<Next>
 struct Replayed {
     records: Vec<Record>,
     warnings: Vec<String>,
-    /// Bytes up to the end of the last complete line.
-    complete: u64,
 }
 
 /// Reads a whole log and returns its live state at `now` plus warnings. Only an I/O error fails.
@@ -510,7 +546,6 @@ fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<Replayed> {
     let mut warnings = Warnings::default();
     let mut line = Vec::with_capacity(256);
     let mut line_no: u64 = 0;
-    let mut complete: u64 = 0;
     loop {
         let next = next_line(&mut reader, &mut line)?;
         line_no += 1;
@@ -518,18 +553,16 @@ fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<Replayed> {
             Next::End => break,
             Next::Torn => {
                 // EOF without a newline: the write never reached its fsync, so it was never
-                // acknowledged (or, with another process appending, it is still in flight).
+                // acknowledged. (Not one still in flight: appends wait for the log's lock.)
                 warnings.push(format!("line {line_no}: torn last line skipped"));
                 break;
             }
-            Next::TooLong(n) => {
-                complete += n;
+            Next::TooLong(_) => {
                 warnings.push(format!(
                     "line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
                 ));
             }
-            Next::Line(n) => {
-                complete += n;
+            Next::Line(_) => {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -545,7 +578,6 @@ fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<Replayed> {
     Ok(Replayed {
         records: live.into_records(now),
         warnings: warnings.finish(),
-        complete,
     })
 }
 
@@ -1338,7 +1370,6 @@ pub(crate) mod tests {
         store.append(&jti("I", "j", None)).unwrap();
         let loaded = store.load_and_compact(0).unwrap();
         assert!(loaded.records.is_empty() && loaded.warnings.is_empty());
-        assert!(store.load(0).unwrap().records.is_empty());
         assert!(store.read_new().unwrap().records.is_empty());
         assert_eq!(store.name(), "memory");
     }
@@ -1359,34 +1390,6 @@ pub(crate) mod tests {
         new.records
     }
 
-    #[test]
-    fn load_leaves_the_log_as_it_is() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
-        store.append(&jti("I", "j1", None)).unwrap();
-        store
-            .append(&Record::DeleteJti {
-                iss: "I".into(),
-                jti: "j1".into(),
-            })
-            .unwrap();
-        store.append(&jti("I", "old", Some(5))).unwrap();
-        store.append(&jti("I", "j2", None)).unwrap();
-        drop(store);
-        let before = fs::read(&path).unwrap();
-        let inode = fs::metadata(&path).unwrap().ino();
-
-        let store = FileStore::open(&path).unwrap();
-        let loaded = store.load(10).unwrap();
-        assert_eq!(loaded.records, vec![jti("I", "j2", None)]);
-        assert_eq!(fs::read(&path).unwrap(), before);
-        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
-        assert!(!store.tmp_path().exists());
-        // Everything loaded counts as read.
-        assert!(read_new(&store).is_empty());
-    }
-
     /// Two stores on one path stand for the old and the new process of a graceful upgrade.
     #[test]
     fn two_processes_read_each_others_appends() {
@@ -1394,8 +1397,8 @@ pub(crate) mod tests {
         let path = dir.log();
         let (old, _) = restart(&path, 0);
         old.append(&jti("I", "j0", None)).unwrap();
-        let new = FileStore::open(&path).unwrap();
-        assert_eq!(new.load(0).unwrap().records, vec![jti("I", "j0", None)]);
+        let (new, loaded) = restart(&path, 0);
+        assert_eq!(loaded.records, vec![jti("I", "j0", None)]);
         assert_eq!(read_new(&old), vec![jti("I", "j0", None)], "its own append");
 
         old.append(&jti("I", "j1", None)).unwrap();
@@ -1445,6 +1448,61 @@ pub(crate) mod tests {
         );
     }
 
+    /// The lock stands in for the other process being between the two steps it protects: the
+    /// compaction (or append) must wait, or it would rename away (or write into the file
+    /// behind) what the other process has just acknowledged.
+    #[test]
+    fn appends_and_compactions_of_two_processes_take_turns() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = TempDir::new();
+        let path = dir.log();
+        let (old, _) = restart(&path, 0);
+        old.append(&jti("I", "j0", None)).unwrap();
+
+        let held = old.exclusive().unwrap();
+        let new = FileStore::open(&path).unwrap();
+        let (done, finished) = mpsc::channel();
+        let compaction = std::thread::spawn(move || {
+            let loaded = new.load_and_compact(0).unwrap();
+            done.send(()).unwrap();
+            (new, loaded)
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "compacted while another process held the log"
+        );
+        // Acknowledged by the holder before it lets go: the compaction must read it.
+        append_raw(&path, line(&jti("I", "j1", None)).as_bytes());
+        drop(held);
+        let (new, loaded) = compaction.join().unwrap();
+        assert_eq!(
+            loaded.records,
+            vec![jti("I", "j0", None), jti("I", "j1", None)]
+        );
+
+        let held = new.exclusive().unwrap();
+        let (done, finished) = mpsc::channel();
+        let append = std::thread::spawn(move || {
+            old.append(&jti("I", "j2", None)).unwrap();
+            done.send(()).unwrap();
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "appended while another process held the log"
+        );
+        drop(held);
+        append.join().unwrap();
+        assert_eq!(
+            file_records(&path),
+            vec![
+                jti("I", "j0", None),
+                jti("I", "j1", None),
+                jti("I", "j2", None)
+            ]
+        );
+    }
+
     #[test]
     fn an_append_recreates_a_removed_log() {
         let dir = TempDir::new();
@@ -1462,16 +1520,13 @@ pub(crate) mod tests {
         let dir = TempDir::new();
         let path = dir.log();
         let (writer, _) = restart(&path, 0);
+        let (reader, _) = restart(&path, 0);
+        // Followed in the middle of the other process's write.
         writer.append(&jti("I", "j1", None)).unwrap();
         let half = line(&jti("I", "j2", None));
         let (first, rest) = half.as_bytes().split_at(half.len() / 2);
         append_raw(&path, first);
-
-        // Loaded in the middle of the other process's write.
-        let reader = FileStore::open(&path).unwrap();
-        let loaded = reader.load(0).unwrap();
-        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
-        assert!(read_new(&reader).is_empty());
+        assert_eq!(read_new(&reader), vec![jti("I", "j1", None)]);
         append_raw(&path, rest);
         assert_eq!(read_new(&reader), vec![jti("I", "j2", None)]);
 
