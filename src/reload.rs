@@ -60,7 +60,7 @@ fn try_reload(shared: &Shared) -> Result<String, Vec<String>> {
     let hash = snap.config_hash.clone();
     shared.snapshot.store(Arc::new(snap));
     let current = shared.snapshot.load();
-    shared.keep.retain_providers(&current.provider_runtimes);
+    shared.keep.adopt(&current);
     let ups: Vec<_> = current.upstreams.values().cloned().collect();
     shared.keep.health.retain_used(&ups);
     Ok(hash)

@@ -33,7 +33,7 @@ pub struct Persistent {
     /// The cache with the settings and validation policies it was filled under.
     token_cache: Mutex<Option<(TokenCacheConf, String, Arc<TokenCache>)>>,
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
-    /// The last issuer built, whose login-throttle counters a reload must not reset.
+    /// The issuer in force, whose login-throttle counters a reload must not reset.
     issuer: Mutex<Option<Arc<Issuer>>>,
 }
 
@@ -72,22 +72,23 @@ impl Persistent {
     /// The runtime for a provider, reused when its JWKS settings are unchanged so a reload does
     /// not refetch keys (or lose them if the IdP is down at that moment).
     fn provider_runtime(&self, name: &str, settings: JwksSettings) -> Arc<ProviderRuntime> {
-        let mut map = self.providers.lock();
-        if let Some(rt) = map.get(name) {
-            if *rt.settings() == settings {
-                return Arc::clone(rt);
-            }
+        match self.providers.lock().get(name) {
+            Some(rt) if *rt.settings() == settings => Arc::clone(rt),
+            _ => ProviderRuntime::new(name, settings),
         }
-        let rt = ProviderRuntime::new(name, settings);
-        map.insert(name.to_string(), Arc::clone(&rt));
-        rt
     }
 
-    /// Drops runtimes no snapshot uses any more; their refresh loops stop when they notice.
-    pub fn retain_providers(&self, in_use: &[Arc<ProviderRuntime>]) {
-        self.providers
-            .lock()
-            .retain(|_, rt| in_use.iter().any(|u| Arc::ptr_eq(u, rt)));
+    /// Makes `snapshot`'s key-set runtimes and issuer the ones the next build starts from.
+    /// Called only once a snapshot is in force: a build that fails part-way (a refused reload)
+    /// then cannot displace what the running config uses. Runtimes left out stop their
+    /// refresh loops when they notice.
+    pub fn adopt(&self, snapshot: &Snapshot) {
+        *self.providers.lock() = snapshot
+            .provider_runtimes
+            .iter()
+            .map(|rt| (rt.name().to_string(), Arc::clone(rt)))
+            .collect();
+        *self.issuer.lock() = snapshot.issuer.clone();
     }
 }
 
@@ -247,11 +248,9 @@ impl Snapshot {
                         Ok(p) => providers.push(Arc::new(p)),
                         Err(e) => errors.push(e),
                     }
-                    let mut last = keep.issuer.lock();
-                    if let Some(prev) = last.as_ref() {
+                    if let Some(prev) = keep.issuer.lock().as_ref() {
                         iss.inherit_state(prev);
                     }
-                    *last = Some(Arc::clone(&iss));
                     issuer = Some(iss);
                 }
                 Err(e) => errors.extend(e),

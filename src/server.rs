@@ -176,6 +176,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
     let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
     let keep = Persistent::new(Arc::clone(revocations.list()));
     let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
+    keep.adopt(&snapshot);
     let access_log = loaded.config.access_log.enabled.then(|| {
         AccessLog::new(
             loaded

@@ -166,6 +166,37 @@ def test_invalid_config_is_refused_and_the_old_one_keeps_serving(procs):
     assert e.reloads("ok") == ok0 + 1
 
 
+def test_a_refused_reload_does_not_cost_the_running_config_its_keys(procs):
+    """A reload that fails while the new snapshot is being built (here: the issuer's signing key
+    does not parse) must leave nothing of it behind. Its provider settings differ, so had its fresh
+    key-set runtime been kept for the next build, a later reload back to the running settings
+    would start from that one and load keys afresh, which fails while the key source is broken;
+    the running runtime keeps its last good keys."""
+    from support.issuer import issuer_block
+    e = start(procs)
+    assert e.peer(e.tok(sub="before")) == "a"
+    good = e.config()
+
+    bad = e.config()
+    bad["providers"][0]["jwks"] = {"file": str(write_jwks(e.procs.dir / "other.json", e.key))}
+    (e.gw.dir / "not-a-key.pem").write_text("not a key\n")
+    (e.gw.dir / "users.yaml").write_text("[]\n")
+    (e.gw.dir / "clients.yaml").write_text("[]\n")
+    bad["issuer"] = issuer_block(signing_key="not-a-key.pem")
+    e.write(bad)
+    r = e.admin.reload()
+    assert r.status_code == 422 and any("not-a-key.pem" in x for x in r.json()["errors"]), r.text
+
+    (e.procs.dir / "jwks.json").write_text("{")       # the running provider's key source breaks
+    good["routes"].append(route("other", "/other", "svc"))   # any change: a new snapshot is built
+    e.write(good)
+    r = e.admin.reload()
+    assert r.status_code == 200, r.text
+    r = e.get(e.tok(sub="after"))                     # never seen: not in the verified-token cache
+    assert r.status_code == 200, (f"after a refused reload and a good one, a valid token gets "
+                                  f"{r.status_code} {r.headers.get('WWW-Authenticate')} {r.text}")
+
+
 def test_sighup_reloads(procs):
     e = start(procs)
     tok = e.tok()
