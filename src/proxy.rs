@@ -323,11 +323,11 @@ impl Gateway {
             {
                 let only_issuer = ["issuer".to_string()];
                 if let Ok(v) = auth.authenticate(&token, Some(&only_issuer), now).await {
-                    if let Some(jti) = &v.jti {
+                    if let Some(jti) = &v.valid.jti {
                         let record = Record::RevokeJti {
                             iss: v.iss.clone(),
                             jti: jti.clone(),
-                            expires_at: Some(v.exp.saturating_add(30)),
+                            expires_at: Some(v.valid.exp.saturating_add(30)),
                         };
                         if let Err(e) = self.shared.revocations.record(record).await {
                             log::error!("token revocation not stored: {e}");
@@ -429,7 +429,7 @@ impl Gateway {
 fn rate_limited(limiter: &RateLimiter, ctx: &Ctx) -> Result<(), std::time::Duration> {
     let now = Instant::now();
     if let (RateKey::Subject, Some(token)) = (limiter.key, &ctx.verified) {
-        return limiter.check(token.sub.as_bytes(), now);
+        return limiter.check(token.valid.sub.as_bytes(), now);
     }
     match ctx.client_ip {
         IpAddr::V4(v4) => limiter.check(&v4.octets(), now),

@@ -187,10 +187,12 @@ impl Authenticator {
         if !accepts(allowed, &token.provider) {
             return Err(ISSUER_NOT_ACCEPTED);
         }
-        if self
-            .revocations
-            .is_revoked(&token.iss, token.jti.as_deref(), &token.sub, token.iat)
-        {
+        if self.revocations.is_revoked(
+            &token.iss,
+            token.valid.jti.as_deref(),
+            &token.valid.sub,
+            token.valid.iat,
+        ) {
             return Err(TokenError::REVOKED);
         }
         Ok(token)

@@ -141,7 +141,10 @@ impl TokenCache {
     /// Remember a verified token. When its shard is full, expired entries go first, then
     /// arbitrary ones; the bound is never exceeded.
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>, now: i64) {
-        let expires_at = verified.exp.min(now.saturating_add(self.max_ttl_secs));
+        let expires_at = verified
+            .valid
+            .exp
+            .min(now.saturating_add(self.max_ttl_secs));
         if expires_at <= now {
             return;
         }
@@ -249,12 +252,14 @@ mod tests {
         Arc::new(VerifiedToken {
             provider: Arc::from(provider),
             iss: "i".into(),
-            sub: "s".into(),
-            jti: None,
-            iat: None,
-            exp,
-            nbf: None,
-            scopes: vec![],
+            valid: crate::auth::claims::ValidClaims {
+                sub: "s".into(),
+                jti: None,
+                iat: None,
+                exp,
+                nbf: None,
+                scopes: vec![],
+            },
             claims: Map::new(),
             kid: "k".into(),
             key_uid: uid,
@@ -267,7 +272,7 @@ mod tests {
         assert!(c.enabled());
         assert!(c.get("a.b.c", NOW).is_none());
         c.insert("a.b.c", vt(NOW + 100, 1, "p"), NOW);
-        assert_eq!(c.get("a.b.c", NOW + 99).unwrap().exp, NOW + 100);
+        assert_eq!(c.get("a.b.c", NOW + 99).unwrap().valid.exp, NOW + 100);
         assert_eq!(c.len(), 1);
         assert!(c.get("a.b.d", NOW).is_none());
         assert!(c.get("a.b.c", NOW + 100).is_none());
@@ -336,7 +341,7 @@ mod tests {
         // Re-inserting an existing token replaces it without evicting anything.
         c.insert("f", vt(NOW + 500, 1, "p"), NOW + 21);
         assert_eq!(c.len(), 4);
-        assert_eq!(c.get("f", NOW + 21).unwrap().exp, NOW + 500);
+        assert_eq!(c.get("f", NOW + 21).unwrap().valid.exp, NOW + 500);
     }
 
     #[test]

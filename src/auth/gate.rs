@@ -147,7 +147,7 @@ pub fn identity_value(token: &VerifiedToken, path: &[String]) -> Option<String> 
     use serde_json::Value;
     if let [only] = path {
         if only == "scope" {
-            return Some(token.scopes.join(" "));
+            return Some(token.valid.scopes.join(" "));
         }
     }
     let (first, rest) = path.split_first()?;

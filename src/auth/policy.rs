@@ -94,7 +94,7 @@ impl AccessPolicy {
     /// `WWW-Authenticate` `scope` attribute (the required scopes joined by spaces, or the
     /// `any_scopes` when no scope is required; possibly empty for a role/claim-only route).
     pub fn check(&self, token: &VerifiedToken) -> Result<(), &str> {
-        let has = |s: &String| token.scopes.iter().any(|t| t == s);
+        let has = |s: &String| token.valid.scopes.iter().any(|t| t == s);
         let ok = self.scopes.iter().all(has)
             && (self.any_scopes.is_empty() || self.any_scopes.iter().any(has))
             && self
@@ -146,12 +146,14 @@ mod tests {
         VerifiedToken {
             provider: Arc::from("corp"),
             iss: "i".into(),
-            sub: "alice".into(),
-            jti: None,
-            iat: None,
-            exp: 0,
-            nbf: None,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            valid: crate::auth::claims::ValidClaims {
+                sub: "alice".into(),
+                jti: None,
+                iat: None,
+                exp: 0,
+                nbf: None,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            },
             claims: claims.as_object().unwrap().clone(),
             kid: "k".into(),
             key_uid: 1,

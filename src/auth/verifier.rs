@@ -163,12 +163,8 @@ pub fn decode(token: &str, max_token_bytes: usize) -> Result<DecodedToken<'_>, T
 pub struct VerifiedToken {
     pub provider: Arc<str>,
     pub iss: String,
-    pub sub: String,
-    pub jti: Option<String>,
-    pub iat: Option<i64>,
-    pub exp: i64,
-    pub nbf: Option<i64>,
-    pub scopes: Vec<String>,
+    /// The registered claims validation read, so nothing looks them up in `claims` again.
+    pub valid: ValidClaims,
     pub claims: Map<String, Value>,
     pub kid: String,
     pub key_uid: u64,
@@ -254,12 +250,7 @@ fn assemble(
     VerifiedToken {
         provider: Arc::clone(&policy.provider),
         iss,
-        sub: valid.sub,
-        jti: valid.jti,
-        iat: valid.iat,
-        exp: valid.exp,
-        nbf: valid.nbf,
-        scopes: valid.scopes,
+        valid,
         claims,
         kid,
         key_uid: key.uid,
@@ -387,10 +378,13 @@ pub(crate) mod tests {
             let t = fx.run(&fx.token(&claims())).unwrap();
             assert_eq!(&*t.provider, "corp");
             assert_eq!(t.iss, ISS);
-            assert_eq!(t.sub, "alice");
-            assert_eq!(t.jti.as_deref(), Some("j-1"));
-            assert_eq!((t.iat, t.exp, t.nbf), (Some(NOW), NOW + 600, None));
-            assert_eq!(t.scopes, ["users:read", "users:write"]);
+            assert_eq!(t.valid.sub, "alice");
+            assert_eq!(t.valid.jti.as_deref(), Some("j-1"));
+            assert_eq!(
+                (t.valid.iat, t.valid.exp, t.valid.nbf),
+                (Some(NOW), NOW + 600, None)
+            );
+            assert_eq!(t.valid.scopes, ["users:read", "users:write"]);
             assert_eq!(t.kid, "k1");
             assert_eq!(t.key_uid, fx.keys.get("k1").unwrap().uid);
             assert_eq!(t.claims["aud"], json!("api"));
@@ -620,11 +614,11 @@ pub(crate) mod tests {
         assert_ne!(tok, twin);
         let a = fx.run(&tok).unwrap();
         let b = fx.run(&twin).unwrap();
-        assert_eq!(a.jti, b.jti);
+        assert_eq!(a.valid.jti, b.valid.jti);
         let list = crate::revocation::RevocationList::new();
-        list.revoke_jti(&a.iss, a.jti.as_deref().unwrap(), None);
+        list.revoke_jti(&a.iss, a.valid.jti.as_deref().unwrap(), None);
         for t in [&a, &b] {
-            assert!(list.is_revoked(&t.iss, t.jti.as_deref(), &t.sub, t.iat));
+            assert!(list.is_revoked(&t.iss, t.valid.jti.as_deref(), &t.valid.sub, t.valid.iat));
         }
     }
 
@@ -1267,11 +1261,12 @@ pub(crate) mod tests {
         let t = fx
             .run(&fx.token(&with(claims(), "exp", json!(NOW as f64 + 600.7))))
             .unwrap();
-        assert_eq!(t.exp, NOW + 601);
+        assert_eq!(t.valid.exp, NOW + 601);
         // C4 1e10: accepted as a date (max_lifetime is the policy for far-future dates).
         assert_eq!(
             fx.run(&fx.token(&with(claims(), "exp", json!(1e10))))
                 .unwrap()
+                .valid
                 .exp,
             10_000_000_000
         );
@@ -1344,7 +1339,7 @@ pub(crate) mod tests {
         let t = fx
             .run(&fx.token(&with(claims(), "nbf", json!(NOW + 30))))
             .unwrap();
-        assert_eq!(t.nbf, Some(NOW + 30));
+        assert_eq!(t.valid.nbf, Some(NOW + 30));
         // C11, C12: wrong types and negatives.
         for bad in [
             json!((NOW + 3600).to_string()),
@@ -1381,7 +1376,10 @@ pub(crate) mod tests {
         }
         // iat is optional.
         assert_eq!(
-            fx.run(&fx.token(&without(claims(), "iat"))).unwrap().iat,
+            fx.run(&fx.token(&without(claims(), "iat")))
+                .unwrap()
+                .valid
+                .iat,
             None
         );
     }
@@ -1494,7 +1492,10 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(
-            fx.run(&fx.token(&without(claims(), "jti"))).unwrap().jti,
+            fx.run(&fx.token(&without(claims(), "jti")))
+                .unwrap()
+                .valid
+                .jti,
             None
         );
         fx.policy.require_jti = true;
@@ -1514,7 +1515,7 @@ pub(crate) mod tests {
         let t = fx
             .run(&fx.token(&with(without(claims(), "scope"), "scp", json!(["a", "b"]))))
             .unwrap();
-        assert_eq!(t.scopes, ["a", "b"]);
+        assert_eq!(t.valid.scopes, ["a", "b"]);
         for (k, v) in [
             ("scope", json!(["a"])),
             ("scope", json!(5)),
@@ -1543,8 +1544,8 @@ pub(crate) mod tests {
                 Alg::ES256,
             ))
             .unwrap();
-        assert_eq!(t.sub, "alice");
-        assert_eq!(t.exp, NOW + 60);
+        assert_eq!(t.valid.sub, "alice");
+        assert_eq!(t.valid.exp, NOW + 60);
     }
 
     #[test]
