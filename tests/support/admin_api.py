@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from .harness import REPO_DIR, Gateway, metric, wait_for
+from .harness import REPO_DIR, Gateway, metric, wait_for, with_overrides
 from .jwt import SigningKey, jwks
 
 ADMIN_TOKEN = "admin-0123456789abcdef-ZYXW"
@@ -84,12 +84,7 @@ def file_provider(name: str, issuer: str, jwks_path: Path, **overrides) -> dict:
     p: dict[str, Any] = {"name": name, "issuer": issuer, "audiences": ["api"],
                          "algorithms": ["ES256"], "jwks": {"file": str(jwks_path)},
                          "leeway": "30s"}
-    for k, v in overrides.items():
-        if v is None:
-            p.pop(k, None)
-        else:
-            p[k] = v
-    return p
+    return with_overrides(p, overrides)
 
 
 def wait_ready(gw: Gateway, timeout: float = 10.0) -> None:

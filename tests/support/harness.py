@@ -30,6 +30,17 @@ REPO_DIR = TESTS_DIR.parent
 ECHO = TESTS_DIR / "support" / "echo_upstream.py"
 
 
+def with_overrides(base: dict, overrides: dict) -> dict:
+    """`base` with each of `overrides` set, where a value of None removes the key instead.
+    Changes `base` in place and returns it."""
+    for k, v in overrides.items():
+        if v is None:
+            base.pop(k, None)
+        else:
+            base[k] = v
+    return base
+
+
 def gateway_bin() -> str:
     return os.environ.get("PORTCULLIS_BIN", str(REPO_DIR / "target" / "release" / "portcullis"))
 

@@ -17,7 +17,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .harness import free_port
+from .harness import free_port, with_overrides
 
 
 class _Server(ThreadingHTTPServer):
@@ -184,20 +184,11 @@ class JwksServer:
         jwks: dict[str, Any] = {"discovery": True} if discovery else {"url": self.url}
         jwks.update({"refresh_interval": "1h", "min_refresh": "1s", "fetch_timeout": "1s",
                      "max_stale": "1h"})
-        for k, v in (overrides.pop("jwks", None) or {}).items():
-            if v is None:
-                jwks.pop(k, None)
-            else:
-                jwks[k] = v
+        with_overrides(jwks, overrides.pop("jwks", None) or {})
         p: dict[str, Any] = {"name": name, "issuer": issuer, "audiences": ["api"],
                              "algorithms": ["ES256", "RS256", "EdDSA", "PS256", "ES384"],
                              "jwks": jwks, "leeway": "30s", "max_lifetime": "24h"}
-        for k, v in overrides.items():
-            if v is None:
-                p.pop(k, None)
-            else:
-                p[k] = v
-        return p
+        return with_overrides(p, overrides)
 
     def __enter__(self):
         return self

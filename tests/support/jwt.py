@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from .harness import with_overrides
+
 _HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 _CURVES = {"P-256": (ec.SECP256R1, 32), "P-384": (ec.SECP384R1, 48), "P-521": (ec.SECP521R1, 66)}
 
@@ -83,12 +85,7 @@ class SigningKey:
         d["use"] = "sig"
         if include_alg:
             d["alg"] = self.alg
-        for k, v in overrides.items():
-            if v is None:
-                d.pop(k, None)
-            else:
-                d[k] = v
-        return d
+        return with_overrides(d, overrides)
 
     def public_pem(self, fmt: str = "spki") -> bytes:
         if fmt == "spki":
@@ -156,12 +153,7 @@ def std_claims(iss: str = "https://id.test", aud: Any = "api", sub: str = "alice
     """A valid claim set; `extra` adds or replaces claims, a value of None removes one."""
     t = now()
     c = {"iss": iss, "sub": sub, "aud": aud, "iat": t, "exp": t + ttl, "jti": uuid.uuid4().hex}
-    for k, v in extra.items():
-        if v is None:
-            c.pop(k, None)
-        else:
-            c[k] = v
-    return c
+    return with_overrides(c, extra)
 
 
 def make_token(key: SigningKey | None, claims: dict | None = None, *,
@@ -187,11 +179,7 @@ def make_token(key: SigningKey | None, claims: dict | None = None, *,
                 header["kid"] = key.kid
             elif isinstance(kid, str):
                 header["kid"] = kid
-            for k, v in (header_extra or {}).items():
-                if v is None:
-                    header.pop(k, None)
-                else:
-                    header[k] = v
+            with_overrides(header, header_extra or {})
         htxt = js(header)
     if payload_raw is not None:
         ptxt = payload_raw
