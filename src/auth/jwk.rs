@@ -17,81 +17,8 @@ use std::sync::Arc;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use serde_json::{Map, Value};
 
+pub use super::alg::Alg;
 use super::jws::{b64url_decode, parse_object_strict, valid_kid};
-
-/// The asymmetric JWS algorithms a provider may allow. There is deliberately no HMAC variant and
-/// no `none`: a value of this type can never select a symmetric or absent signature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Alg {
-    ES256,
-    ES384,
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    EdDSA,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 9] = [
-        Alg::ES256,
-        Alg::ES384,
-        Alg::RS256,
-        Alg::RS384,
-        Alg::RS512,
-        Alg::PS256,
-        Alg::PS384,
-        Alg::PS512,
-        Alg::EdDSA,
-    ];
-
-    /// Exact, case-sensitive match on the RFC 7518 / RFC 8037 name. `none`, `HS*` and anything
-    /// unknown give `None`: an unknown algorithm is never mapped to a default (A1).
-    pub fn parse(s: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::EdDSA => "EdDSA",
-        }
-    }
-
-    fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-        )
-    }
-
-    fn rsa_params(self) -> Option<&'static sig::RsaParameters> {
-        Some(match self {
-            Alg::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-            Alg::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-            Alg::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-            Alg::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-            Alg::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-            Alg::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
-            Alg::ES256 | Alg::ES384 | Alg::EdDSA => return None,
-        })
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Source of [`VerifyingKey::uid`]. Starts at 1 so 0 can never name a key.
 static NEXT_KEY_UID: AtomicU64 = AtomicU64::new(1);

@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::jwk::Alg;
+use super::alg::Alg;
 
 /// Why no bearer token could be taken from the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

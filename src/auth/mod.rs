@@ -7,6 +7,7 @@
 //! [`jwk::KeySet`], alg pinned by the key, signature, then [`claims`]) -> revocation
 //! (`crate::revocation`) -> [`policy::AccessPolicy`].
 
+pub mod alg;
 pub mod authenticator;
 pub mod cache;
 pub mod claims;
