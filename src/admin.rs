@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -14,9 +13,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::verifier;
-use crate::proxy::Shared;
 use crate::reload;
+use crate::request_body::{read_capped, BodyError};
 use crate::revocation::store::Record;
+use crate::state::Shared;
 
 const MAX_BODY: usize = 64 * 1024;
 /// Leeway added to a jti entry's expiry when the token's issuer is not a configured provider.
@@ -159,43 +159,18 @@ impl AdminApp {
     }
 
     async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
-        let too_large = || {
-            error(
+        read_capped(session, MAX_BODY).await.map_err(|e| match e {
+            BodyError::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "body: larger than 64 KiB",
-            )
-        };
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY) {
-            session.set_keepalive(None);
-            return Err(too_large());
-        }
-        let mut body = BytesMut::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY {
-                        session.set_keepalive(None);
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body.to_vec()),
-                Err(_) => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "body: could not be read",
-                    ))
-                }
-            }
-        }
+            ),
+            BodyError::Unreadable => error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "body: could not be read",
+            ),
+        })
     }
 
     /// Turns a request body into what it names, with `<field>: <problem>` errors.

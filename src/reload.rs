@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::metrics;
-use crate::proxy::Shared;
 use crate::runtime::Snapshot;
+use crate::state::Shared;
 
 /// Fingerprints of the sections only a restart or graceful upgrade can change.
 pub fn pinned_sections(c: &Config) -> Vec<(&'static str, String)> {

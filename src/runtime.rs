@@ -267,7 +267,6 @@ impl Snapshot {
             Arc::new(Authenticator::new(
                 providers,
                 keep.token_cache(&c.token_cache, policies),
-                Arc::clone(&keep.revocations),
                 c.limits.max_token_bytes,
             ))
         });

@@ -21,11 +21,13 @@ use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
 use crate::config::LoadedConfig;
 use crate::head_timeout::HeadTimeout;
-use crate::proxy::{Gateway, ListenerKind, Shared};
+use crate::pipeline::ListenerKind;
+use crate::proxy::Gateway;
 use crate::reload;
 use crate::revocation::service::Revocations;
 use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
+use crate::state::Shared;
 use crate::upstream::{HealthLoop, Upstream};
 
 /// Runs the health probes of whatever upstreams the current snapshot holds.

@@ -1,6 +1,7 @@
 //! Ties the JWT pieces together for one request: verified-token cache, provider selection by
-//! issuer, verification (with one bounded JWKS refetch for an unknown kid) and the revocation
-//! check, which runs on every request, cache hits included.
+//! issuer and verification (with one bounded JWKS refetch for an unknown kid). The revocation
+//! check is the pipeline's next step (`auth::gate::check_revocation`) and runs on every
+//! request, cache hits included.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use crate::auth::jwk::KeySet;
 use crate::auth::provider::{ProviderRuntime, ProviderStatus};
 use crate::auth::verifier::{self, Rejection, TokenError, ValidationPolicy, VerifiedToken};
 use crate::metrics;
-use crate::revocation::RevocationList;
 
 /// Where a provider's keys come from: a JWKS kept fresh in the background, or a fixed set (the
 /// built-in issuer's own key).
@@ -86,7 +86,6 @@ pub struct Authenticator {
     by_issuer: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     cache: Arc<TokenCache>,
-    revocations: Arc<RevocationList>,
     max_token_bytes: usize,
 }
 
@@ -94,7 +93,6 @@ impl Authenticator {
     pub fn new(
         providers: Vec<Arc<Provider>>,
         cache: Arc<TokenCache>,
-        revocations: Arc<RevocationList>,
         max_token_bytes: usize,
     ) -> Authenticator {
         let by_issuer = providers
@@ -112,7 +110,6 @@ impl Authenticator {
             by_issuer,
             by_name,
             cache,
-            revocations,
             max_token_bytes,
         }
     }
@@ -133,11 +130,8 @@ impl Authenticator {
         &self.cache
     }
 
-    pub fn revocations(&self) -> &Arc<RevocationList> {
-        &self.revocations
-    }
-
-    /// Verifies `token` for a route that accepts `allowed` providers (`None`: any).
+    /// Verifies `token` for a route that accepts `allowed` providers (`None`: any). Revocation
+    /// is not checked here: it is the pipeline's next step, so that every caller sees it.
     pub async fn authenticate(
         &self,
         token: &str,
@@ -178,7 +172,7 @@ impl Authenticator {
         self.admit(verified, allowed)
     }
 
-    /// The route's provider list and the revocation list apply to cached tokens too.
+    /// The route's provider list applies to cached tokens too.
     fn admit(
         &self,
         token: Arc<VerifiedToken>,
@@ -186,14 +180,6 @@ impl Authenticator {
     ) -> Result<Arc<VerifiedToken>, TokenError> {
         if !accepts(allowed, &token.provider) {
             return Err(ISSUER_NOT_ACCEPTED);
-        }
-        if self.revocations.is_revoked(
-            &token.iss,
-            token.valid.jti.as_deref(),
-            &token.valid.sub,
-            token.valid.iat,
-        ) {
-            return Err(TokenError::REVOKED);
         }
         Ok(token)
     }

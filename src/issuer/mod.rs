@@ -28,6 +28,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::config::{resolve_path, IssuerConf};
+
+/// The built-in issuer takes part in authentication as a provider under this name, so routes
+/// can name it in `auth.providers`.
+pub const PROVIDER_NAME: &str = "issuer";
 use accounts::{Account, Accounts, Kind};
 use form::{is_form_content_type, parse_basic, parse_form, BasicCredentials, FormError};
 use throttle::{Key, Subject, Throttle};

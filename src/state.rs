@@ -1,0 +1,24 @@
+//! The state every listener's proxy service, the admin API and the reload path share. It lives
+//! apart from the proxy so that the admin API and reload depend on the state, not on the
+//! request path.
+
+use std::path::PathBuf;
+
+use arc_swap::ArcSwap;
+
+use crate::access_log::AccessLog;
+use crate::revocation::service::Revocations;
+use crate::runtime::{Persistent, Snapshot};
+
+/// Replaced piecewise: a reload swaps `snapshot`; everything else lives as long as the process.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub keep: Persistent,
+    pub revocations: Revocations,
+    pub access_log: Option<AccessLog>,
+    /// What `reload` re-reads.
+    pub config_path: PathBuf,
+    /// Sections a reload may not change, as first loaded.
+    pub pinned: Vec<(&'static str, String)>,
+    pub reload_lock: parking_lot::Mutex<()>,
+}
