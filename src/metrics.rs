@@ -145,6 +145,23 @@ metric!(
     ["route"]
 );
 
+metric!(
+    DOWNSTREAM_CONNECTIONS,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_downstream_connections",
+    "Client connections open, by listener (http, https, internal).",
+    ["listener"]
+);
+metric!(
+    CONNECTIONS_REJECTED,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_connections_rejected_total",
+    "Client connections closed at once because limits.max_connections were open, by listener.",
+    ["listener"]
+);
+
 /// Renders every registered series in the Prometheus text format.
 pub fn render() -> Vec<u8> {
     use prometheus::Encoder;

@@ -21,8 +21,8 @@ use crate::auth::gate::{self, Denial};
 use crate::auth::verifier::VerifiedToken;
 use crate::clock::unix_now;
 use crate::config::AuthMode;
+use crate::connection;
 use crate::forwarding::{self, ForwardedFor};
-use crate::head_timeout;
 use crate::metric_handles::{self, RouteMetrics};
 use crate::pipeline::client::{self, Client};
 use crate::pipeline::head::{self, CheckedHead};
@@ -192,7 +192,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        head_timeout::request_started();
+        connection::request_started();
         Ok(())
     }
 
@@ -414,7 +414,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        head_timeout::request_finished();
+        connection::request_finished();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

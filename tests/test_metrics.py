@@ -15,6 +15,10 @@ def env(mod_procs):
                       listeners=("http", "metrics"))
     gw = mod_procs.gateway(cfg)
     wait_for(lambda: gw.get("/m/warmup").status_code == 200, 10, what="peer healthy")
+    # A request is counted just after its response is sent: wait for the warm-up's count so it
+    # cannot land between a test's two scrapes.
+    wait_for(lambda: metric(gw.metrics(), "portcullis_requests_total", route="m", method="GET",
+                            status="200"), 5, what="warm-up counted")
     return gw, up
 
 
@@ -30,7 +34,9 @@ def test_traffic_is_counted(env):
     assert gw.request("POST", "/p/x", data=b"1").status_code == 200
     assert gw.get("/nothing").status_code == 404
     assert gw.get("/m/x?status=500").status_code == 500
-    after = gw.metrics()
+    after = wait_for(lambda: (s := gw.metrics()) and metric(
+        s, "portcullis_requests_total", route="m", method="GET", status="500") and s,
+        5, what="the last request counted")
 
     def delta(name, **labels):
         return val(after, name, **labels) - val(before, name, **labels)

@@ -141,6 +141,9 @@ pub struct Limits {
     pub header_read_timeout: Dur,
     pub keepalive_timeout: Dur,
     pub keepalive_requests: u32,
+    /// Client connections open at once over the http, https and internal listeners together;
+    /// one more is closed at accept. Admin and metrics are not counted, so operators can look in.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +155,7 @@ impl Default for Limits {
             header_read_timeout: Dur::secs(10),
             keepalive_timeout: Dur::secs(60),
             keepalive_requests: 1_000,
+            max_connections: 100_000,
         }
     }
 }

@@ -129,6 +129,12 @@ pub fn validate(c: &Config, base: &Path) -> Vec<String> {
             "must be between 64 and limits.max_header_bytes".into(),
         );
     }
+    if lim.max_connections == 0 {
+        e(
+            "limits.max_connections".into(),
+            "must be greater than zero".into(),
+        );
+    }
     for (key, d) in [
         ("header_read_timeout", lim.header_read_timeout),
         ("keepalive_timeout", lim.keepalive_timeout),
