@@ -2,7 +2,7 @@
 // failed request or connection error while a new gateway process takes over the listening
 // sockets from the old one.
 //
-// The upgrade itself is done outside this script, while it runs (SPEC §1, Pingora's -u):
+// The upgrade itself is done outside this script, while it runs (conf/README.md §1, Pingora's -u):
 //   1. start the new process with the SAME config and `-u`; it waits on server.upgrade_sock
 //      for the listening sockets (for about 5 s, so do step 2 promptly):
 //        target/release/portcullis -u -c conf/portcullis.yaml &

@@ -2,7 +2,7 @@
 removal, outages and max_stale, the unknown-kid refetch limit, Cache-Control / ETag, OpenID
 discovery, a file JWKS edited while running, the key filter (K8-K12) and issuer binding (K7).
 
-SPEC §2 providers[].jwks, §3 step 4, §4 /readyz, §5 jwks metrics; jwt-hardening K6-K12.
+conf/README.md §2 providers[].jwks, §3.4, §4 /readyz, §5 jwks metrics; conf/HARDENING.md K6-K12.
 """
 
 from __future__ import annotations
@@ -162,10 +162,10 @@ def test_readyz_503_until_first_key_set_loaded(procs):
 
 
 def test_healthy_idp_never_goes_stale_when_max_stale_is_below_refresh_interval(procs):
-    """`max_stale` is how long the last good keys are kept *while fetches fail* (SPEC §2). With
-    refresh_interval 1h and max_stale 3s and an IdP that never fails, the gateway must either
-    refuse that configuration (`-t`) or keep the provider ready; dropping the keys of a healthy
-    IdP every 3 s makes /readyz flap and every provider token pay for a refetch."""
+    """`max_stale` is how long the last good keys are kept *while fetches fail* (conf/README.md §2).
+    With refresh_interval 1h and max_stale 3s and an IdP that never fails, the gateway must either
+    refuse that configuration (`-t`) or keep the provider ready; dropping the keys of a healthy IdP
+    every 3 s makes /readyz flap and every provider token pay for a refetch."""
     k1 = SigningKey("ES256", "k1")
     srv = JwksServer([k1])
     try:

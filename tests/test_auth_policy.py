@@ -1,6 +1,6 @@
-"""Route authorization and what the upstream sees (SPEC §2 routes[].auth, identity_headers,
-forward_authorization, token_cache; §3 steps 4-7; jwt-hardening Z1/Z2, ID1, ID3), plus the
-verified-token cache: a hit must still honour `exp` and the key set.
+"""Route authorization and what the upstream sees (conf/README.md §2 routes[].auth,
+identity_headers, forward_authorization, token_cache; §3.4–§3.7; conf/HARDENING.md Z1/Z2, ID1,
+ID3), plus the verified-token cache: a hit must still honour `exp` and the key set.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What reaches the upstream: identity-header stripping, hop-by-hop and Connection-named headers,
-X-Forwarded-*, X-Request-Id (SPEC §3 step 7; hardening §3.3 ID1, ID2, HB1)."""
+X-Forwarded-*, X-Request-Id (conf/README.md §3.7; conf/HARDENING.md §3.3 ID1, ID2, HB1)."""
 
 import re
 

@@ -1,4 +1,5 @@
-"""Request hygiene and path canonicalisation (SPEC §3 step 1; hardening §3.2 P1-P13, §3.3 HH1).
+"""Request hygiene and path canonicalisation (conf/README.md §3.1; conf/HARDENING.md §3.2 P1-P13,
+§3.3 HH1).
 
 Every row is sent byte-for-byte over a raw socket. The outcome is either 400, or the request is
 routed by its canonical path AND the upstream receives exactly that canonical path: the path that
@@ -220,7 +221,7 @@ def test_missing_host_rejected(env):
 
 @pytest.mark.parametrize("host", ["exa mple.com", "user@example.com", "example.com:abc", ""])
 def test_malformed_host_rejected(env, host):
-    """Hardening HH1: a Host with a space, userinfo, a bad port, or empty is refused."""
+    """conf/HARDENING.md HH1: a Host with a space, userinfo, a bad port, or empty is refused."""
     gw, ups = env
     before = _total(ups)
     resp = gw.raw(http_get_raw("/admin", host=host))

@@ -1,5 +1,5 @@
-"""Load balancing, health checks and upstream failures (SPEC §2 upstreams, §3 step 7;
-hardening §3.4)."""
+"""Load balancing, health checks and upstream failures (conf/README.md §2 upstreams, §3.7;
+conf/HARDENING.md §3.4)."""
 
 import collections
 import time

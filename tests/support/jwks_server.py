@@ -179,8 +179,8 @@ class JwksServer:
     # ---- gateway configuration
 
     def provider(self, name: str, issuer: str, *, discovery: bool = False, **overrides) -> dict:
-        """A SPEC §2 provider entry whose JWKS is this server; `jwks` overrides merge into the
-        `jwks` block, the rest into the provider (None removes a key)."""
+        """A conf/README.md §2 provider entry whose JWKS is this server; `jwks` overrides merge into
+        the `jwks` block, the rest into the provider (None removes a key)."""
         jwks: dict[str, Any] = {"discovery": True} if discovery else {"url": self.url}
         jwks.update({"refresh_interval": "1h", "min_refresh": "1s", "fetch_timeout": "1s",
                      "max_stale": "1h"})
