@@ -163,8 +163,15 @@ class JwksServer:
         self._thread.start()
         return self
 
+    def __enter__(self) -> "JwksServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
-        """Stop listening (connections are refused, like a crashed IdP); the port is kept."""
+        """Stop listening (connections are refused, like a crashed IdP); the port is kept. Using
+        the server as a context manager stops it at the end of the block however it ends."""
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
