@@ -103,10 +103,46 @@ function upstreamHeader(res, name, want) {
   return ECHO ? echoedHeader(res, name) : want;
 }
 
-const invalidToken = (description) => (res) =>
-  res.status === 401 &&
-  header(res, 'WWW-Authenticate').includes('error="invalid_token"') &&
-  header(res, 'WWW-Authenticate').includes(`error_description="${description}"`);
+// The challenge of a refused token: error="invalid_token" with the failed check as description.
+const invalidToken = (description) => ({
+  [`invalid_token "${description}"`]: (res) =>
+    header(res, 'WWW-Authenticate').includes('error="invalid_token"') &&
+    header(res, 'WWW-Authenticate').includes(`error_description="${description}"`),
+});
+
+// Each kind: where it goes, with which token (from setup()'s data), the one status it must get
+// (checked as "<kind>: <status>"), and what else must hold of the answer.
+const MIX = {
+  valid: {
+    path: REQ_PATH, token: (d) => d.valid, status: 200, checks: {
+      'identity sent upstream': (res) => upstreamHeader(res, 'X-Auth-Subject', USERNAME) === USERNAME,
+      'Authorization not forwarded': (res) => upstreamHeader(res, 'Authorization', undefined) === undefined,
+    },
+  },
+  client: {
+    path: SCOPED_PATH, token: (d) => d.client, status: 200, checks: {
+      'sub is the client_id': (res) => upstreamHeader(res, 'X-Auth-Subject', CLIENT_ID) === CLIENT_ID,
+    },
+  },
+  missing: {
+    path: REQ_PATH, token: () => '', status: 401, checks: {
+      'WWW-Authenticate without error': (res) => header(res, 'WWW-Authenticate') === 'Bearer realm="portcullis"',
+    },
+  },
+  expired: { path: REQ_PATH, token: () => EXPIRED_TOKEN, status: 401, checks: invalidToken('token expired') },
+  bad_signature: { path: REQ_PATH, token: (d) => d.badSignature, status: 401, checks: invalidToken('bad signature') },
+  revoked: { path: REQ_PATH, token: (d) => d.revoked, status: 401, checks: invalidToken('token revoked') },
+  insufficient: {
+    path: SCOPED_PATH, token: (d) => d.valid, status: 403, checks: {
+      'error="insufficient_scope"': (res) => header(res, 'WWW-Authenticate').includes('error="insufficient_scope"'),
+    },
+  },
+  anonymous: {
+    path: PUBLIC_PATH, token: () => '', status: 200, checks: {
+      'no identity sent upstream': (res) => upstreamHeader(res, 'X-Auth-Subject', undefined) === undefined,
+    },
+  },
+};
 
 export function setup() {
   const valid = loginPassword();
@@ -132,59 +168,10 @@ function pick() {
 
 export default function (data) {
   const kind = pick();
-  const tags = { kind };
-  let r;
-  switch (kind) {
-    case 'valid':
-      r = get(REQ_PATH, data.valid, 200, kind);
-      check(r, {
-        'valid: 200': (res) => res.status === 200,
-        'valid: identity sent upstream': (res) => upstreamHeader(res, 'X-Auth-Subject', USERNAME) === USERNAME,
-        'valid: Authorization not forwarded': (res) => upstreamHeader(res, 'Authorization', undefined) === undefined,
-      }, tags);
-      break;
-    case 'client':
-      r = get(SCOPED_PATH, data.client, 200, kind);
-      check(r, {
-        'client: 200': (res) => res.status === 200,
-        'client: sub is the client_id': (res) => upstreamHeader(res, 'X-Auth-Subject', CLIENT_ID) === CLIENT_ID,
-      }, tags);
-      break;
-    case 'missing':
-      r = get(REQ_PATH, '', 401, kind);
-      check(r, {
-        'missing: 401': (res) => res.status === 401,
-        'missing: WWW-Authenticate without error': (res) => header(res, 'WWW-Authenticate') === 'Bearer realm="portcullis"',
-      }, tags);
-      break;
-    case 'expired':
-      r = get(REQ_PATH, EXPIRED_TOKEN, 401, kind);
-      check(r, { 'expired: 401 token expired': invalidToken('token expired') }, tags);
-      break;
-    case 'bad_signature':
-      r = get(REQ_PATH, data.badSignature, 401, kind);
-      check(r, { 'bad_signature: 401 bad signature': invalidToken('bad signature') }, tags);
-      break;
-    case 'revoked':
-      r = get(REQ_PATH, data.revoked, 401, kind);
-      check(r, { 'revoked: 401 token revoked': invalidToken('token revoked') }, tags);
-      break;
-    case 'insufficient':
-      r = get(SCOPED_PATH, data.valid, 403, kind);
-      check(r, {
-        'insufficient: 403': (res) => res.status === 403,
-        'insufficient: error="insufficient_scope"': (res) =>
-          header(res, 'WWW-Authenticate').includes('error="insufficient_scope"'),
-      }, tags);
-      break;
-    case 'anonymous':
-      r = get(PUBLIC_PATH, '', 200, kind);
-      check(r, {
-        'anonymous: 200': (res) => res.status === 200,
-        'anonymous: no identity sent upstream': (res) => upstreamHeader(res, 'X-Auth-Subject', undefined) === undefined,
-      }, tags);
-      break;
-    default:
-      fail(`unknown kind ${kind}`);
-  }
+  const want = MIX[kind];
+  if (!want) fail(`unknown kind ${kind}`);
+  const r = get(want.path, want.token(data), want.status, kind);
+  const checks = { [`${kind}: ${want.status}`]: (res) => res.status === want.status };
+  for (const [name, ok] of Object.entries(want.checks)) checks[`${kind}: ${name}`] = ok;
+  check(r, checks, { kind });
 }

@@ -41,7 +41,7 @@
 // Login, the shared environment defaults and request helpers come from lib/common.js.
 import http from 'k6/http';
 import { check } from 'k6';
-import { ADMIN_TOKEN, ADMIN_URL, BASE_URL, INSECURE_TLS, adminAuth, constantRate, probeTraffic, trafficParams, trafficToken } from './lib/common.js';
+import { ADMIN_TOKEN, ADMIN_URL, INSECURE_TLS, ZERO_FAILURES, adminAuth, constantRate, trafficGet, trafficSetup } from './lib/common.js';
 
 const REQ_PATH = __ENV.REQ_PATH || '/users/reload-load';
 const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
@@ -67,22 +67,17 @@ if (ADMIN_TOKEN) {
 export const options = {
   scenarios,
   insecureSkipTLSVerify: INSECURE_TLS,
-  thresholds: {
-    http_req_failed: ['rate==0'],
-    checks: ['rate==1'],
-  },
+  thresholds: { ...ZERO_FAILURES },
 };
 
 export function setup() {
-  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME.
-  const token = trafficToken();
-  // Fail fast (before the clock starts) when the target is not serving what we expect.
-  probeTraffic(REQ_PATH, token, EXPECT_STATUS);
-  return { token };
+  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME; fails fast (before
+  // the clock starts) when the target is not serving what we expect.
+  return trafficSetup(REQ_PATH, EXPECT_STATUS);
 }
 
 export function traffic(data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, trafficParams(data.token, EXPECT_STATUS));
+  const r = trafficGet(REQ_PATH, data.token, EXPECT_STATUS);
   check(r, { [`traffic: status ${EXPECT_STATUS}`]: (res) => res.status === EXPECT_STATUS });
 }
 

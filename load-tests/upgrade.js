@@ -2,7 +2,7 @@
 // failed request or connection error while a new gateway process takes over the listening
 // sockets from the old one.
 //
-// The upgrade itself is done outside this script, while it runs (SPEC §1, Pingora's -u):
+// The upgrade itself is done outside this script, while it runs (conf/README.md §1, Pingora's -u):
 //   1. start the new process with the SAME config and `-u`; it waits on server.upgrade_sock
 //      for the listening sockets (for about 5 s, so do step 2 promptly):
 //        target/release/portcullis -u -c conf/portcullis.yaml &
@@ -39,10 +39,9 @@
 // steady-load check.
 //
 // Login, the shared environment defaults and request helpers come from lib/common.js.
-import http from 'k6/http';
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
-import { BASE_URL, INSECURE_TLS, constantRate, probeTraffic, trafficParams, trafficToken } from './lib/common.js';
+import { INSECURE_TLS, ZERO_FAILURES, constantRate, trafficGet, trafficSetup } from './lib/common.js';
 
 const REQ_PATH = __ENV.REQ_PATH || '/users/upgrade-load';
 const EXPECT_STATUS = parseInt(__ENV.EXPECT_STATUS || '200', 10);
@@ -56,22 +55,17 @@ export const options = {
     traffic: constantRate(RATE, DURATION),
   },
   insecureSkipTLSVerify: INSECURE_TLS,
-  thresholds: {
-    http_req_failed: ['rate==0'],
-    checks: ['rate==1'],
-    connection_errors: ['count==0'],
-  },
+  thresholds: { ...ZERO_FAILURES, connection_errors: ['count==0'] },
 };
 
 export function setup() {
-  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME.
-  const token = trafficToken();
-  probeTraffic(REQ_PATH, token, EXPECT_STATUS);
-  return { token };
+  // TOKEN as given, NO_AUTH=1 none, else a password-grant login of USERNAME; fails fast (before
+  // the clock starts) when the target is not serving what we expect.
+  return trafficSetup(REQ_PATH, EXPECT_STATUS);
 }
 
 export default function (data) {
-  const r = http.get(`${BASE_URL}${REQ_PATH}`, trafficParams(data.token, EXPECT_STATUS));
+  const r = trafficGet(REQ_PATH, data.token, EXPECT_STATUS);
   if (r.status === 0) {
     // No HTTP answer at all; error/error_code say why (e.g. 1211 reset, 1212 refused).
     connectionErrors.add(1, { error_code: String(r.error_code) });

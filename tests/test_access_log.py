@@ -1,5 +1,5 @@
-"""Access log: one JSON line per request; tokens never logged (SPEC §3 "Error responses" last
-sentence; project addition `access_log: {enabled, path}`)."""
+"""Access log: one JSON line per request; tokens never logged (conf/README.md §3.9 "Error responses"
+last sentence; project addition `access_log: {enabled, path}`)."""
 
 import json
 

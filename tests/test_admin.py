@@ -1,5 +1,5 @@
-"""The admin API's own contract (SPEC §4): who may call it, where it is served, how it answers bad
-requests, and the shape of `/admin/status`.
+"""The admin API's own contract (conf/README.md §4): who may call it, where it is served, how it
+answers bad requests, and the shape of `/admin/status`.
 
 - `/admin/*` needs `Authorization: Bearer <admin token>` (env `PORTCULLIS_ADMIN_TOKEN` by default,
   or `admin.token_file`); a missing, wrong or almost-right token gets 401 (403 accepted), and with

@@ -1,4 +1,4 @@
-"""The JWT attack catalogue (shared/notes/jwt-hardening.md §1.1-§1.5) against the running gateway.
+"""The JWT attack catalogue (conf/HARDENING.md §1.1-§1.5) against the running gateway.
 
 One gateway and one real JWKS server serve the whole table. Every row is a token built here with
 our own key material (tests/support/jwt.py) and sent through the http listener; each case asserts
@@ -673,7 +673,7 @@ def test_catalog(env, case: Case):
     elif case.expect == "forbidden":
         assert_forbidden(o, case.scope)
     elif case.expect == "oversize":
-        # Above limits.max_header_bytes: SPEC §3 step 1 "oversize headers -> 431", before auth.
+        # Above limits.max_header_bytes: conf/README.md §3.1 (oversize headers get 431), before auth.
         # Heads over Pingora's own 1 MiB parse limit are refused by Pingora with a bare 400
         # before the gateway sees them (README "Known limits").
         assert o.status == 431 or (o.status == 400 and len(o.token or "") > 1 << 20), o

@@ -2,7 +2,7 @@
 removal, outages and max_stale, the unknown-kid refetch limit, Cache-Control / ETag, OpenID
 discovery, a file JWKS edited while running, the key filter (K8-K12) and issuer binding (K7).
 
-SPEC §2 providers[].jwks, §3 step 4, §4 /readyz, §5 jwks metrics; jwt-hardening K6-K12.
+conf/README.md §2 providers[].jwks, §3.4, §4 /readyz, §5 jwks metrics; conf/HARDENING.md K6-K12.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ def tok(key: SigningKey, iss: str = ISS, **claims) -> str:
 
 def test_new_kid_accepted_on_first_use_although_refresh_interval_is_1h(procs):
     k1, k2 = SigningKey("ES256", "k1"), SigningKey("RS256", "k2")
-    srv = JwksServer([k1])
-    try:
+    with JwksServer([k1]) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS)])
         assert_ok(client.call("/api/x", tok(k1), route="api"))
         samples = gw.metrics()
@@ -90,14 +89,11 @@ def test_new_kid_accepted_on_first_use_although_refresh_interval_is_1h(procs):
         assert refreshes(gw, "corp", "ok") == ok_before + 1
         assert metric(gw.metrics(), "portcullis_jwks_keys", provider="corp") == 2
         assert_ok(client.call("/api/x", tok(k1), route="api"))
-    finally:
-        srv.stop()
 
 
 def test_removed_key_stops_verifying_after_next_refresh(procs):
     k1, k2 = SigningKey("ES256", "k1"), SigningKey("EdDSA", "k2")
-    srv = JwksServer([k1, k2], max_age=1)  # max-age=1 -> refresh every min_refresh (1s)
-    try:
+    with JwksServer([k1, k2], max_age=1) as srv:  # max-age=1 -> refresh every min_refresh (1s)
         gw, up, client = start(procs, [srv.provider("corp", ISS)])
         assert_ok(client.call("/api/x", tok(k2), route="api"))
         srv.set_keys([k1])
@@ -109,8 +105,6 @@ def test_removed_key_stops_verifying_after_next_refresh(procs):
         assert_invalid_token(client.call("/api/x", tok(k2), route="api"), "unknown_kid", "unknown key id")
         assert_ok(client.call("/api/x", tok(k1), route="api"))
         assert metric(gw.metrics(), "portcullis_jwks_keys", provider="corp") == 1
-    finally:
-        srv.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +113,7 @@ def test_removed_key_stops_verifying_after_next_refresh(procs):
 
 def test_server_down_keeps_last_keys_until_max_stale_then_refuses_and_unready(procs):
     k1 = SigningKey("ES256", "k1")
-    srv = JwksServer([k1])
-    try:
+    with JwksServer([k1]) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS, jwks={"refresh_interval": "1s",
                                                                         "max_stale": "3s"})])
         assert_ok(client.call("/api/x", tok(k1), route="api"))
@@ -143,32 +136,26 @@ def test_server_down_keeps_last_keys_until_max_stale_then_refuses_and_unready(pr
         srv.start()
         wait_ready(gw, 5.0)
         assert_ok(client.call("/api/x", tok(k1), route="api"))
-    finally:
-        srv.stop()
 
 
 def test_readyz_503_until_first_key_set_loaded(procs):
     k1 = SigningKey("ES256", "k1")
-    srv = JwksServer([k1], start=False)
-    try:
+    with JwksServer([k1], start=False) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS)], ready=False)
         assert readyz(gw) == 503
         assert_invalid_token(client.call("/api/x", tok(k1), route="api"), "unknown_kid", "unknown key id")
         srv.start()
         wait_ready(gw, 5.0)
         assert_ok(client.call("/api/x", tok(k1), route="api"))
-    finally:
-        srv.stop()
 
 
 def test_healthy_idp_never_goes_stale_when_max_stale_is_below_refresh_interval(procs):
-    """`max_stale` is how long the last good keys are kept *while fetches fail* (SPEC §2). With
-    refresh_interval 1h and max_stale 3s and an IdP that never fails, the gateway must either
-    refuse that configuration (`-t`) or keep the provider ready; dropping the keys of a healthy
-    IdP every 3 s makes /readyz flap and every provider token pay for a refetch."""
+    """`max_stale` is how long the last good keys are kept *while fetches fail* (conf/README.md §2).
+    With refresh_interval 1h and max_stale 3s and an IdP that never fails, the gateway must either
+    refuse that configuration (`-t`) or keep the provider ready; dropping the keys of a healthy IdP
+    every 3 s makes /readyz flap and every provider token pay for a refetch."""
     k1 = SigningKey("ES256", "k1")
-    srv = JwksServer([k1])
-    try:
+    with JwksServer([k1]) as srv:
         provider = srv.provider("corp", ISS, jwks={"refresh_interval": "1h", "max_stale": "3s"})
         up = procs.upstream("echo")
         cfg = base_config({"echo": upstream_cfg(up)}, [authed("api", "/api")],
@@ -185,8 +172,6 @@ def test_healthy_idp_never_goes_stale_when_max_stale_is_below_refresh_interval(p
             assert readyz(gw) == 200, "provider went unready although its JWKS server is healthy"
             assert metric(gw.metrics(), "portcullis_jwks_keys", provider="corp") == 1
             time.sleep(0.25)
-    finally:
-        srv.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +180,7 @@ def test_healthy_idp_never_goes_stale_when_max_stale_is_below_refresh_interval(p
 
 def test_random_kid_storm_fetches_at_most_once_per_min_refresh(procs):
     k1 = SigningKey("ES256", "k1")
-    srv = JwksServer([k1])
-    try:
+    with JwksServer([k1]) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS, jwks={"min_refresh": "2s"})])
         quiet_since_last_fetch(srv, 2.2)
         srv.reset_counts()
@@ -229,8 +213,6 @@ def test_random_kid_storm_fetches_at_most_once_per_min_refresh(procs):
         assert up.count() == 0
         d = client.decisions("api")
         assert d.get("unknown_kid", 0) >= 100, d
-    finally:
-        srv.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,8 +221,7 @@ def test_random_kid_storm_fetches_at_most_once_per_min_refresh(procs):
 
 def test_cache_control_max_age_and_etag_if_none_match(procs):
     k1 = SigningKey("ES256", "k1")
-    srv = JwksServer([k1], max_age=1, etag=True)
-    try:
+    with JwksServer([k1], max_age=1, etag=True) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS)])  # refresh_interval 1h
         wait_for(lambda: srv.not_modified >= 2, 5.0, what="two 304 answers to conditional refetches")
         time.sleep(0.3)
@@ -259,15 +240,12 @@ def test_cache_control_max_age_and_etag_if_none_match(procs):
         srv.set_keys([k1, k2])
         wait_for(lambda: refreshes(gw, "corp", "ok") == 2, 3.0, what="refresh_total{result=ok} after the change")
         assert_ok(client.call("/api/x", tok(k2), route="api"))
-    finally:
-        srv.stop()
 
 
 def test_max_age_is_clamped_to_min_refresh_and_refresh_interval(procs):
     k1, k2 = SigningKey("ES256", "k1"), SigningKey("ES256", "k2")
-    fast = JwksServer([k1], max_age=0)      # clamped up to min_refresh (1s)
-    slow = JwksServer([k2], max_age=86400)  # clamped down to refresh_interval (2s)
-    try:
+    with (JwksServer([k1], max_age=0) as fast,          # clamped up to min_refresh (1s)
+          JwksServer([k2], max_age=86400) as slow):     # clamped down to refresh_interval (2s)
         start(procs, [fast.provider("fast", ISS),
                       slow.provider("slow", "https://slow.test", jwks={"refresh_interval": "2s"})])
         fast.reset_counts()
@@ -276,9 +254,6 @@ def test_max_age_is_clamped_to_min_refresh_and_refresh_interval(procs):
         assert fast.jwks_fetches() <= 6, f"max-age=0 must not refetch faster than min_refresh: {fast.jwks_fetches()}"
         assert fast.jwks_fetches() >= 3, fast.jwks_fetches()
         assert 1 <= slow.jwks_fetches() <= 3, f"max-age above refresh_interval must be clamped: {slow.jwks_fetches()}"
-    finally:
-        fast.stop()
-        slow.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,10 +262,8 @@ def test_max_age_is_clamped_to_min_refresh_and_refresh_interval(procs):
 
 def test_openid_discovery(procs):
     k1, k2 = SigningKey("ES256", "k1"), SigningKey("ES256", "k2")
-    good = JwksServer([k1])
-    mixup = JwksServer([k2])
-    mixup.discovery_issuer = "http://127.0.0.1:1/evil"  # document about another issuer
-    try:
+    with JwksServer([k1]) as good, JwksServer([k2]) as mixup:
+        mixup.discovery_issuer = "http://127.0.0.1:1/evil"  # document about another issuer
         gw, up, client = start(procs, [good.provider("good", good.base, discovery=True),
                                        mixup.provider("mixup", mixup.base, discovery=True)], ready=False)
         wait_for(lambda: good.counts[good.JWKS_PATH] >= 1, 5.0, what="discovered JWKS fetched")
@@ -302,9 +275,6 @@ def test_openid_discovery(procs):
         assert mixup.counts[mixup.JWKS_PATH] == 0
         assert readyz(gw) == 503
         assert_invalid_token(client.call("/api/x", tok(k2, iss=mixup.base), route="api"), "unknown_kid")
-    finally:
-        good.stop()
-        mixup.stop()
 
 
 def test_file_jwks_edited_while_running(procs):
@@ -372,8 +342,7 @@ def test_jwks_key_filter_k8_to_k12(procs):
         {"kty": "oct", "kid": "oct1", "k": b64u(secret), "alg": "HS256", "use": "sig"},  # K12
         {"kty": "oct", "kid": "oct-es", "k": b64u(secret)},  # K12 without alg
     ]
-    srv = JwksServer(keys)
-    try:
+    with JwksServer(keys) as srv:
         gw, up, client = start(procs, [srv.provider("corp", ISS, algorithms=["ES256", "RS256", "EdDSA", "ES384"])])
         assert gw.alive()
         assert metric(gw.metrics(), "portcullis_jwks_keys", provider="corp") == 1
@@ -392,14 +361,11 @@ def test_jwks_key_filter_k8_to_k12(procs):
         assert_invalid_token(client.call("/api/x", hs, route="api"), ("malformed", "unknown_kid", "bad_signature"))
         assert gw.alive()
         assert readyz(gw) == 200
-    finally:
-        srv.stop()
 
 
 def test_cross_issuer_confusion_k7(procs):
     a1, b1 = SigningKey("ES256", "A1"), SigningKey("ES256", "B1")
-    sa, sb = JwksServer([a1]), JwksServer([b1])
-    try:
+    with JwksServer([a1]) as sa, JwksServer([b1]) as sb:
         routes = [authed("any", "/any"), authed("only-b", "/b", ["b"]), authed("only-a", "/a", ["a"])]
         gw, up, client = start(procs, [sa.provider("a", "https://a.test"), sb.provider("b", "https://b.test")],
                                routes=routes)
@@ -419,6 +385,3 @@ def test_cross_issuer_confusion_k7(procs):
         assert_invalid_token(client.call("/a/x", tb, route="only-a"), "wrong_issuer")
         # Nothing about B1 was ever asked of A's JWKS server beyond its own schedule.
         assert sb.counts[sb.DISCOVERY_PATH] == 0
-    finally:
-        sa.stop()
-        sb.stop()

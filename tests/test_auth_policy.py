@@ -1,6 +1,6 @@
-"""Route authorization and what the upstream sees (SPEC §2 routes[].auth, identity_headers,
-forward_authorization, token_cache; §3 steps 4-7; jwt-hardening Z1/Z2, ID1, ID3), plus the
-verified-token cache: a hit must still honour `exp` and the key set.
+"""Route authorization and what the upstream sees (conf/README.md §2 routes[].auth,
+identity_headers, forward_authorization, token_cache; §3.4–§3.7; conf/HARDENING.md Z1/Z2, ID1,
+ID3), plus the verified-token cache: a hit must still honour `exp` and the key set.
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ class P:
 
     def tok(self, **claims) -> str:
         return make_token(self.key, std_claims(**claims))
+
+    def check(self, name: str, claims: dict, granted: bool, scope: str = "") -> None:
+        """A token with `claims` on route `name`: proxied when `granted`, else 403
+        insufficient_scope with `scope` in the challenge."""
+        o = self.call(name, self.tok(**claims))
+        if granted:
+            assert_ok(o)
+        else:
+            assert_forbidden(o, scope)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +117,7 @@ def test_wrongly_typed_scope_claims_are_invalid_tokens(pg):
     ({"scope": "c"}, False), ({"scope": "ab"}, False), ({}, False),
 ])
 def test_any_scopes(pg, claims, granted):
-    o = pg.call("any", pg.tok(**claims))
-    if granted:
-        assert_ok(o)
-    else:
-        assert_forbidden(o, "a b")
+    pg.check("any", claims, granted, "a b")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,12 +140,7 @@ def test_any_scopes(pg, claims, granted):
     (None, False),
 ])
 def test_roles_by_dotted_path(pg, realm, granted):
-    claims = {} if realm is None else {"realm_access": realm}
-    o = pg.call("roles", pg.tok(**claims))
-    if granted:
-        assert_ok(o)
-    else:
-        assert_forbidden(o, "")
+    pg.check("roles", {} if realm is None else {"realm_access": realm}, granted)
 
 
 def test_roles_path_must_be_nested_object(pg):
@@ -163,11 +163,7 @@ def test_roles_path_must_be_nested_object(pg):
     ({"org": {"tier": "gold"}}, False),
 ])
 def test_claims_equality(pg, claims, granted):
-    o = pg.call("claims", pg.tok(**claims))
-    if granted:
-        assert_ok(o)
-    else:
-        assert_forbidden(o, "")
+    pg.check("claims", claims, granted)
 
 
 def test_combined_policy_needs_every_part(pg):

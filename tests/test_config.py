@@ -1,5 +1,5 @@
-"""`portcullis -t -c FILE` (SPEC §1, §2): exit 0 for a good file, exit 1 listing every error
-with its key path; a config that fails validation never starts a gateway."""
+"""`portcullis -t -c FILE` (conf/README.md §1, §2): exit 0 for a good file, exit 1 listing every
+error with its key path; a config that fails validation never starts a gateway."""
 
 import subprocess
 

@@ -1,4 +1,4 @@
-"""Request framing / smuggling (hardening §3.1 S1-S6): ambiguous framing is refused, and the
+"""Request framing / smuggling (conf/HARDENING.md §3.1 S1-S6): ambiguous framing is refused, and the
 upstream never sees attacker framing or a smuggled second request."""
 
 import pytest

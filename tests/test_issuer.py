@@ -1,5 +1,5 @@
-"""The built-in token issuer (SPEC §6) and the CLI tools it relies on (SPEC §1 `keygen`,
-`hash-password`).
+"""The built-in token issuer (conf/README.md §6) and the CLI tools it relies on (conf/README.md §1
+`keygen`, `hash-password`).
 
 Real gateways, real key files from `portcullis keygen`, real argon2id hashes from
 `portcullis hash-password`, and an independent verifier (PyJWT + cryptography) for the JWKS.
@@ -12,7 +12,8 @@ Gateways (one each per module):
 
 The throttle tests present other client IPs in two ways: another loopback *source address*
 (127.0.0.2, 127.0.0.3: a different TCP peer, not trusted) and `X-Forwarded-For` behind the trusted
-peer 127.0.0.1 (the client IP is then the rightmost untrusted entry, SPEC §3 "Listeners").
+peer 127.0.0.1 (the client IP is then the rightmost untrusted entry, conf/README.md §3.3
+"Listeners").
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def assert_token_response(r, scope: str) -> tuple[dict, dict, str]:
     assert doc["token_type"] == "Bearer", doc
     assert doc["expires_in"] == TTL, doc
     assert set(doc["scope"].split()) == set(scope.split()), doc
-    assert "refresh_token" not in doc, doc  # SPEC §6: no refresh tokens
+    assert "refresh_token" not in doc, doc  # conf/README.md §6: no refresh tokens
     header, claims = jwt_parts(doc["access_token"])
     assert set(claims["scope"].split()) == set(scope.split()), claims
     for c in ("iss", "sub", "aud", "exp", "iat", "jti", "scope"):
@@ -165,7 +166,7 @@ def tamper_signature(token: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# SPEC §1: hash-password
+# conf/README.md §1: hash-password
 
 
 def test_hash_password_prints_a_verifiable_argon2id_phc_string():
@@ -197,7 +198,7 @@ def test_hash_password_refuses_an_empty_password():
 
 
 # --------------------------------------------------------------------------------------------
-# SPEC §6: grants
+# conf/README.md §6: grants
 
 
 def test_password_grant_issues_a_token_with_every_allowed_scope(env):
@@ -393,8 +394,8 @@ def test_sixth_bad_login_is_429_and_another_ip_still_logs_in(env):
 
 def test_throttle_keys_on_the_forwarded_client_ip_behind_a_trusted_proxy(env):
     """Behind a trusted proxy every client shares the proxy's TCP address; the throttle must use
-    the client IP the gateway derives from X-Forwarded-For (SPEC §3), or one attacker locks every
-    user out for everyone behind that proxy."""
+    the client IP the gateway derives from X-Forwarded-For (conf/README.md §3), or one attacker
+    locks every user out for everyone behind that proxy."""
     attacker = {"X-Forwarded-For": "203.0.113.10"}
     _fail(env, "trent", 5, headers=attacker)
     good = {"grant_type": "password", "username": "trent", "password": PASSWORDS["trent"]}

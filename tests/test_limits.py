@@ -1,4 +1,4 @@
-"""Size and time limits (SPEC §2 limits, §3 step 1; hardening §3.3 SZ1, SL1)."""
+"""Size and time limits (conf/README.md §2 limits, §3.1; conf/HARDENING.md §3.3 SZ1, SL1)."""
 
 import time
 

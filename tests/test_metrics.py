@@ -1,4 +1,4 @@
-"""Metrics listener (SPEC §5) and admin health endpoints (SPEC §4)."""
+"""Metrics listener (conf/README.md §5) and admin health endpoints (conf/README.md §4)."""
 
 import pytest
 import requests

@@ -1,4 +1,5 @@
-"""Per-route rate limits (SPEC §2 `routes[].rate_limit`, error table: 429 with Retry-After)."""
+"""Per-route rate limits (conf/README.md §2 `routes[].rate_limit`; §3.9 error table: 429 with
+Retry-After)."""
 from support.harness import assert_json_error, base_config, metric, route, upstream_cfg
 
 

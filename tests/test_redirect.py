@@ -1,4 +1,4 @@
-"""HTTP -> HTTPS redirect listener (SPEC §3 step 2, "Redirect"; hardening §3.3 HH3)."""
+"""HTTP -> HTTPS redirect listener (conf/README.md §3.2, "Redirect"; conf/HARDENING.md §3.3 HH3)."""
 
 import pytest
 

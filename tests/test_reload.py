@@ -1,4 +1,5 @@
-"""Hot reload (SPEC §4 `POST /admin/reload`, SIGHUP; §5 `portcullis_config_reloads_total`).
+"""Hot reload (conf/README.md §4 `POST /admin/reload`, SIGHUP; §5
+`portcullis_config_reloads_total`).
 
 A reload re-reads the config file: a valid file is swapped in atomically (200 with its new
 `config_hash`; new requests see the new routes, upstreams and provider settings, cached tokens

@@ -1,4 +1,4 @@
-"""Token revocation (SPEC §3 step 5, §4 `/admin/revocations`, §5 `portcullis_revocations`).
+"""Token revocation (conf/README.md §3.5, §4 `/admin/revocations`, §5 `portcullis_revocations`).
 
 Real gateway, real echo upstream, keys from a real JWKS file, tokens minted here. A revocation
 must be in force on the very next request after its 201 (cached tokens included), must survive a

@@ -1,4 +1,4 @@
-"""Route selection (SPEC §3 step 3, "Routing order"), 404/405, strip_prefix."""
+"""Route selection (conf/README.md §3.3, "Routing order"), 404/405, strip_prefix."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""TLS listener: HSTS (SPEC §3 step 8) and HTTP/2 over TLS."""
+"""TLS listener: HSTS (conf/README.md §3.8) and HTTP/2 over TLS."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Graceful upgrade (SPEC §1 `-u`; shared/notes/pingora-0.9.md §1.9).
+"""Graceful upgrade (conf/README.md §1 `-u`, "Signals and graceful upgrade").
 
 `portcullis -u -c <same config>` is started while the old process runs; it waits on
 `server.upgrade_sock` for the listening sockets. SIGQUIT to the old process hands them over; the
@@ -145,9 +145,10 @@ def test_graceful_upgrade_under_load(procs, tmp_path):
 
 
 def test_revocation_acknowledged_during_the_hand_over_is_kept(procs):
-    """A 201 means durable and in force (SPEC §4). Between the start of the `-u` process (which
-    replays the revocation log) and the SIGQUIT, the old process still owns the admin listener;
-    a revocation it acknowledges then must be in force in the new process and survive a restart."""
+    """A 201 means durable and in force (conf/README.md §4). Between the start of the `-u` process
+    (which replays the revocation log) and the SIGQUIT, the old process still owns the admin
+    listener; a revocation it acknowledges then must be in force in the new process and survive a
+    restart."""
     e = start(procs, grace=0)
     tok = e.tok(sub="revoked-during-upgrade")
     assert e.get(tok).status_code == 200
@@ -174,9 +175,9 @@ def test_revocation_acknowledged_during_the_hand_over_is_kept(procs):
 
 
 def test_the_new_process_compacts_the_log_while_the_old_one_keeps_appending(procs):
-    """The `-u` process compacts the revocation log at start, as any start does (SPEC §2), while
-    the old process still answers admin requests: what the old one acknowledges after the
-    compaction lands in the compacted log and is in force in the new process and after a
+    """The `-u` process compacts the revocation log at start, as any start does (conf/README.md
+    §2), while the old process still answers admin requests: what the old one acknowledges after
+    the compaction lands in the compacted log and is in force in the new process and after a
     restart."""
     e = start(procs, grace=0)
     log = procs.dir / "revocations.jsonl"

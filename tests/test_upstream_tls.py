@@ -1,5 +1,5 @@
-"""Upstream TLS (SPEC §2 `upstreams.*.tls`): SNI, certificate verification against the CA in
-`server.ca_file`, and `verify: false`. The upstream is a real HTTPS server on loopback."""
+"""Upstream TLS (conf/README.md §2 `upstreams.*.tls`): SNI, certificate verification against the CA
+in `server.ca_file`, and `verify: false`. The upstream is a real HTTPS server on loopback."""
 import json
 import ssl
 import threading

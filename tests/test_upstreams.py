@@ -1,5 +1,5 @@
-"""Load balancing, health checks and upstream failures (SPEC §2 upstreams, §3 step 7;
-hardening §3.4)."""
+"""Load balancing, health checks and upstream failures (conf/README.md §2 upstreams, §3.7;
+conf/HARDENING.md §3.4)."""
 
 import collections
 import time
@@ -8,6 +8,13 @@ import pytest
 
 from support.harness import (FAST_HEALTH, assert_json_error, base_config, metric, route,
                              upstream_cfg, wait_for)
+
+
+def lb_gateway(procs, *peers, listeners=("http",), **upstream):
+    """A gateway whose one route `/lb` goes to upstream `u` over `peers` (`upstream_cfg` takes
+    the peers and the other upstream keys)."""
+    return procs.gateway(base_config({"u": upstream_cfg(*peers, **upstream)},
+                                     [route("lb", "/lb", "u")], listeners=listeners))
 
 
 def spread(gw, n, path="/lb/x", **kw):
@@ -20,8 +27,7 @@ def spread(gw, n, path="/lb/x", **kw):
 
 def test_round_robin_spreads_evenly(procs):
     a, b = procs.upstream("RR-A"), procs.upstream("RR-B")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a, b, balance="round_robin")},
-                                   [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, b, balance="round_robin")
     c = spread(gw, 20)
     assert set(c) == {"RR-A", "RR-B"}, c
     assert abs(c["RR-A"] - 10) <= 2 and abs(c["RR-B"] - 10) <= 2, c
@@ -29,7 +35,7 @@ def test_round_robin_spreads_evenly(procs):
 
 def test_weights_honoured(procs):
     a, b = procs.upstream("W-A"), procs.upstream("W-B")
-    gw = procs.gateway(base_config({"u": upstream_cfg((a, 3), (b, 1))}, [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, (a, 3), (b, 1))
     c = spread(gw, 40)
     assert set(c) == {"W-A", "W-B"}, c
     assert 26 <= c["W-A"] <= 34, c
@@ -37,17 +43,14 @@ def test_weights_honoured(procs):
 
 def test_random_uses_both_peers(procs):
     a, b = procs.upstream("RND-A"), procs.upstream("RND-B")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a, b, balance="random")},
-                                   [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, b, balance="random")
     c = spread(gw, 40)
     assert set(c) == {"RND-A", "RND-B"}, c
 
 
 def test_consistent_hash_on_header_is_sticky(procs):
     a, b = procs.upstream("CH-A"), procs.upstream("CH-B")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(a, b, balance="consistent", hash_key="header:X-Tenant")},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, b, balance="consistent", hash_key="header:X-Tenant")
     seen = {}
     for i in range(20):
         key = f"tenant-{i}"
@@ -59,9 +62,7 @@ def test_consistent_hash_on_header_is_sticky(procs):
 
 def test_consistent_hash_on_client_ip_is_sticky(procs):
     a, b = procs.upstream("CIP-A"), procs.upstream("CIP-B")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(a, b, balance="consistent", hash_key="client_ip")},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, b, balance="consistent", hash_key="client_ip")
     c = spread(gw, 10)
     assert len(c) == 1 and list(c.values()) == [10], c
 
@@ -75,8 +76,7 @@ def _wait_both_serving(gw, names, timeout=10):
 def test_killed_peer_leaves_rotation_and_returns(procs):
     a, b = procs.upstream("HC-A"), procs.upstream("HC-B")
     # retries 0: a request sent to the dead peer would surface as a 502 instead of being hidden.
-    gw = procs.gateway(base_config({"u": upstream_cfg(a, b, health=FAST_HEALTH, retries=0)},
-                                   [route("lb", "/lb", "u")], listeners=("http", "metrics")))
+    gw = lb_gateway(procs, a, b, health=FAST_HEALTH, retries=0, listeners=("http", "metrics"))
     _wait_both_serving(gw, {"HC-A", "HC-B"})
     assert metric(gw.metrics(), "portcullis_upstream_peer_healthy", upstream="u", peer=a.addr) == 1
 
@@ -99,9 +99,7 @@ def test_killed_peer_leaves_rotation_and_returns(procs):
 def test_peer_that_never_passed_a_check_gets_no_traffic(procs):
     a = procs.upstream("NEW-A", start=False)      # down when the gateway starts
     b = procs.upstream("NEW-B")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(a, b, health=dict(FAST_HEALTH, healthy_threshold=2), retries=0)},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, b, health=dict(FAST_HEALTH, healthy_threshold=2), retries=0)
     seen = collections.Counter()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and seen["NEW-B"] < 20:
@@ -119,9 +117,7 @@ def test_peer_that_never_passed_a_check_gets_no_traffic(procs):
 
 def test_peer_failing_expect_status_gets_no_traffic(procs):
     a = procs.upstream("EXP-A")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(a, health=dict(FAST_HEALTH, path="/check?status=500"))},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, health=dict(FAST_HEALTH, path="/check?status=500"))
     # The peer never passes a check, so from the first request on the answer is 503.
     for _ in range(5):
         r = gw.get("/lb/x")
@@ -131,8 +127,7 @@ def test_peer_failing_expect_status_gets_no_traffic(procs):
 
 def test_health_check_sends_no_client_credentials(procs):
     a = procs.upstream("HCC-A")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a, health=FAST_HEALTH)},
-                                   [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, health=FAST_HEALTH)
     wait_for(lambda: gw.get("/lb/x", headers={"Authorization": "Bearer x.y.z"}).status_code == 200,
              10, what="peer healthy")
     checks = [d for d in a.requests(include_health=True) if d.get("health")]
@@ -143,9 +138,7 @@ def test_health_check_sends_no_client_credentials(procs):
 
 
 def test_all_peers_down_is_503(procs):
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(procs.dead_addr(), procs.dead_addr(), health=FAST_HEALTH)},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, procs.dead_addr(), procs.dead_addr(), health=FAST_HEALTH)
     for _ in range(5):
         r = gw.get("/lb/x")
         assert_json_error(r.status_code, r.headers, r.content, 503, "service_unavailable")
@@ -153,8 +146,7 @@ def test_all_peers_down_is_503(procs):
 
 def test_all_peers_killed_at_runtime_is_503(procs):
     a = procs.upstream("DOWN-A")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a, health=FAST_HEALTH)},
-                                   [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a, health=FAST_HEALTH)
     wait_for(lambda: gw.get("/lb/x").status_code == 200, 10, what="peer healthy")
     a.kill()
     wait_for(lambda: gw.get("/lb/x").status_code == 503, 10, what="503 after the peer died")
@@ -163,25 +155,20 @@ def test_all_peers_killed_at_runtime_is_503(procs):
 
 
 def test_connect_failure_is_502(procs):
-    gw = procs.gateway(base_config({"u": upstream_cfg(procs.dead_addr(), retries=0)},
-                                   [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, procs.dead_addr(), retries=0)
     r = gw.get("/lb/x")
     assert_json_error(r.status_code, r.headers, r.content, 502, "bad_gateway")
 
 
 def test_connect_failure_after_retries_is_502(procs):
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(procs.dead_addr(), procs.dead_addr(), retries=2)},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, procs.dead_addr(), procs.dead_addr(), retries=2)
     r = gw.get("/lb/x")
     assert_json_error(r.status_code, r.headers, r.content, 502, "bad_gateway")
 
 
 def test_retries_move_connect_failure_to_next_peer(procs):
     live = procs.upstream("RETRY-LIVE")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(procs.dead_addr(), live, retries=2)},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, procs.dead_addr(), live, retries=2)
     c = spread(gw, 20)
     assert c == {"RETRY-LIVE": 20}, c
 
@@ -190,9 +177,7 @@ def test_retry_with_body_after_connect_failure(procs):
     """A connect failure happens before any body byte is sent, so moving a POST to the next peer
     replays nothing; the body must arrive intact."""
     live = procs.upstream("RETRY-BODY")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(procs.dead_addr(), live, retries=2)},
-        [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, procs.dead_addr(), live, retries=2)
     for i in range(6):
         r = gw.request("POST", "/lb/post", data=f"payload-{i}".encode())
         assert r.status_code == 200, (i, r.status_code, r.text)
@@ -201,8 +186,7 @@ def test_retry_with_body_after_connect_failure(procs):
 
 def test_slow_upstream_is_504(procs):
     slow = procs.upstream("SLOW")
-    gw = procs.gateway(base_config(
-        {"u": upstream_cfg(slow, timeouts={"read": "300ms"})}, [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, slow, timeouts={"read": "300ms"})
     assert gw.get("/lb/x?delay_ms=50").status_code == 200
     t0 = time.monotonic()
     r = gw.get("/lb/x?delay_ms=2000")
@@ -215,7 +199,7 @@ def test_slow_upstream_is_504(procs):
 
 def test_upstream_status_passed_through(procs):
     a = procs.upstream("ST")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a)}, [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a)
     for status in (201, 404, 418, 500, 503):
         r = gw.get(f"/lb/x?status={status}")
         assert r.status_code == status
@@ -226,7 +210,7 @@ def test_upstream_status_passed_through(procs):
 
 def test_keepalive_client_connection_reused(procs):
     a = procs.upstream("KA")
-    gw = procs.gateway(base_config({"u": upstream_cfg(a)}, [route("lb", "/lb", "u")]))
+    gw = lb_gateway(procs, a)
     from support.harness import RawConn, http_get_raw
     with RawConn(gw.port("http")) as c:
         for i in range(5):

@@ -1,5 +1,5 @@
-"""Internal routes and allow_cidrs answer exactly the no-route 404 (SPEC §3 step 3, "Listeners";
-hardening §3.2 P14), trusted proxies and the client IP."""
+"""Internal routes and allow_cidrs answer exactly the no-route 404 (conf/README.md §3.3,
+"Listeners"; conf/HARDENING.md §3.2 P14), trusted proxies and the client IP."""
 
 import re
 

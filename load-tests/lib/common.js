@@ -215,6 +215,27 @@ export function trafficParams(token, status) {
 
 /** Fails the run before the clock starts when GET BASE_URL + reqPath does not answer `status`. */
 export function probeTraffic(reqPath, token, status) {
-  const r = http.get(`${BASE_URL}${reqPath}`, trafficParams(token, status));
+  const r = trafficGet(reqPath, token, status);
   if (r.status !== status) fail(`GET ${BASE_URL}${reqPath} answered ${r.status}, want ${status}: ${r.body}`);
 }
+
+/** One request of the traffic scripts: GET BASE_URL + reqPath, declared to expect `status`. */
+export function trafficGet(reqPath, token, status) {
+  return http.get(`${BASE_URL}${reqPath}`, trafficParams(token, status));
+}
+
+/**
+ * setup() of the zero-failure traffic scripts (reload, upgrade): the token (see trafficToken),
+ * probed once against reqPath before the clock starts. Returns the scripts' `data`.
+ */
+export function trafficSetup(reqPath, status) {
+  const token = trafficToken();
+  probeTraffic(reqPath, token, status);
+  return { token };
+}
+
+/** Thresholds of the zero-failure traffic scripts: no failed request, every check passed. */
+export const ZERO_FAILURES = Object.freeze({
+  http_req_failed: ['rate==0'],
+  checks: ['rate==1'],
+});

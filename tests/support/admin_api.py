@@ -1,4 +1,4 @@
-"""Shared pieces of the admin / revocation / reload / upgrade suites (SPEC §4, §5).
+"""Shared pieces of the admin / revocation / reload / upgrade suites (conf/README.md §4, §5).
 
 - `Admin`: the admin API of one gateway, with its bearer token.
 - `file_provider` / `write_jwks`: a provider whose JWKS is a local file (`jwks: {file: ...}`), the
@@ -79,8 +79,8 @@ def write_jwks(path: Path, *keys: SigningKey) -> Path:
 
 
 def file_provider(name: str, issuer: str, jwks_path: Path, **overrides) -> dict:
-    """A SPEC §2 provider entry reading its keys from `jwks_path`; `overrides` replace or add
-    provider keys (None removes one)."""
+    """A conf/README.md §2 provider entry reading its keys from `jwks_path`; `overrides` replace or
+    add provider keys (None removes one)."""
     p: dict[str, Any] = {"name": name, "issuer": issuer, "audiences": ["api"],
                          "algorithms": ["ES256"], "jwks": {"file": str(jwks_path)},
                          "leeway": "30s"}

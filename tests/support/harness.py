@@ -240,7 +240,7 @@ def make_tls(directory: Path) -> TlsFiles:
 
 
 # --------------------------------------------------------------------------------------------
-# Config helpers (keys exactly as SPEC §2)
+# Config helpers (keys exactly as conf/README.md §2)
 
 
 def upstream_cfg(*peers, health: dict | None = None, **extra) -> dict:

@@ -1,4 +1,4 @@
-"""Pieces for the built-in issuer suite (SPEC §1 `keygen` / `hash-password`, §6).
+"""Pieces for the built-in issuer suite (conf/README.md §1 `keygen` / `hash-password`, §6).
 
 - `hash_password` / `keygen`: the real CLI, as an operator would run it.
 - `IssuerSite`: the files one issuer-enabled gateway reads (signing key, users.yaml, clients.yaml),
@@ -50,7 +50,7 @@ def keygen(alg: str, kid: str, out: Path) -> Path:
 
 
 def issuer_block(**overrides) -> dict:
-    """The SPEC §6 `issuer:` block with relative paths; `overrides` replace keys."""
+    """The conf/README.md §6 `issuer:` block with relative paths; `overrides` replace keys."""
     block: dict[str, Any] = {
         "enabled": True,
         "path_prefix": "/auth",

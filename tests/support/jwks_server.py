@@ -163,8 +163,15 @@ class JwksServer:
         self._thread.start()
         return self
 
+    def __enter__(self) -> "JwksServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
-        """Stop listening (connections are refused, like a crashed IdP); the port is kept."""
+        """Stop listening (connections are refused, like a crashed IdP); the port is kept. Using
+        the server as a context manager stops it at the end of the block however it ends."""
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
@@ -179,8 +186,8 @@ class JwksServer:
     # ---- gateway configuration
 
     def provider(self, name: str, issuer: str, *, discovery: bool = False, **overrides) -> dict:
-        """A SPEC §2 provider entry whose JWKS is this server; `jwks` overrides merge into the
-        `jwks` block, the rest into the provider (None removes a key)."""
+        """A conf/README.md §2 provider entry whose JWKS is this server; `jwks` overrides merge into
+        the `jwks` block, the rest into the provider (None removes a key)."""
         jwks: dict[str, Any] = {"discovery": True} if discovery else {"url": self.url}
         jwks.update({"refresh_interval": "1h", "min_refresh": "1s", "fetch_timeout": "1s",
                      "max_stale": "1h"})

@@ -254,7 +254,7 @@ def self_signed_cert_der(key: SigningKey) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Driving the gateway and checking its auth answers (SPEC §3 step 4, error table, §5 metrics)
+# Driving the gateway and checking its auth answers (conf/README.md §3.4, §3.9, §5 metrics)
 
 DECISIONS = "portcullis_auth_decisions_total"
 REALM = 'Bearer realm="portcullis"'
