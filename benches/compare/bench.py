@@ -215,6 +215,8 @@ def render(meta, order, summary):
         f"- Load: wrk -t{m['wrk_threads']} -c{m['conns']}, closed loop; {m['rounds']} rounds x "
         f"{m['duration']} s, every scenario once per round in the order below; "
         f"{m['warmup']} s warm-up per contender; {m['layout']}",
+        *([f"- Both Portcullis instances hold {m['revocations']:,} unrelated revocations"]
+          if m.get("revocations") else []),
         "",
         "| scenario | req/s | spread | p99 ms | × HAProxy | × bare Pingora | own CPU µs/req "
         "| CPU × HAProxy | CPU × bare Pingora | CPU × own noauth | non-2xx | other load % |",
