@@ -4,9 +4,13 @@
 # with pip).
 #
 #   make demo       build, then run the gateway with conf/portcullis.yaml, two echo peers and a dev CA
-#   make test       fmt, clippy, unit tests, release build, integration tests (pytest), k6 smoke + auth runs
+#   make test       fmt, clippy, unit tests, release build, bench-check, integration tests (pytest),
+#                   k6 smoke + auth runs
 #   make loadtest   the k6 suite in load-tests/ against the demo stack (reuses a running `make demo`)
-#   make bench      ../shared/bench/run.sh with the gateway as its contender
+#   make bench      benches/compare/run.sh: the gateway against HAProxy (plain and jwt_verify) and
+#                   bare Pingora on loopback; installs haproxy/nginx/wrk (apt) when missing.
+#                   QUICK=1 make bench: 2 rounds x 1 s; results in bench-out/results.md
+#   make bench-check  the benchmark's correctness pass only (every contender, no timing)
 #   make deps | build | clean
 
 SHELL := /bin/bash
@@ -21,6 +25,7 @@ PYTHON ?= python3
 BIN := target/release/portcullis
 export PYTHON
 export PORTCULLIS_BIN := $(CURDIR)/$(BIN)
+export BARE_PINGORA_BIN := $(CURDIR)/target/release/examples/bare-pingora
 # pip: quiet, no self-update nag, fine as root; PEP 668 only matters for a Debian-managed
 # python3 (the machine's is pyenv's), where installing into it is what we want here.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -33,7 +38,7 @@ SYSTEM_DEPS := cmake:cmake perl:perl make:make gcc:gcc g++:g++ pkg-config:pkg-co
                curl:curl openssl:openssl shellcheck:shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/demo/prepare.sh conf/bench/run-bench.sh \
+SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/demo/prepare.sh benches/compare/run.sh \
                  load-tests/run.sh load-tests/rotate-jwks.sh load-tests/k6.sh
 
 # `make loadtest`, in this order; each script's header documents it and its knobs.
@@ -41,16 +46,15 @@ LOADTEST_SCRIPTS := smoke load stress spike auth-mix revocation rotation reload 
 # `make test`'s short authentication runs (a few seconds each).
 K6_AUTH_DURATION ?= 5s
 
-BENCH_OUT ?= $(CURDIR)/bench-out
-# Default: the no-auth route only; `make bench GATEWAY_AUTH=1` adds the JWT rows.
-GATEWAY_AUTH ?= 0
-GATEWAY_NOAUTH_PATH ?= /public/
+# The benchmark's output (keys, tokens, configs, logs, results); its knobs (QUICK, ROUNDS,
+# DURATION, ...) are read from the environment, see benches/compare/run.sh.
+export BENCH_OUT ?= $(CURDIR)/bench-out
 
 .PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
-        smoke k6-auth shellcheck loadtest bench clean
+        smoke k6-auth shellcheck loadtest bench bench-build bench-check clean
 
 help:
-	@sed -n '1,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,15s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps: deps-system deps-python
 
@@ -84,7 +88,7 @@ build: deps-system
 demo: deps build
 	conf/demo/run.sh
 
-test: deps shellcheck fmt-check clippy unit build integration smoke k6-auth
+test: deps shellcheck fmt-check clippy unit build bench-check integration smoke k6-auth
 	@echo "make test: all steps passed"
 
 shellcheck: deps-system
@@ -114,13 +118,17 @@ k6-auth: deps-python build
 loadtest: deps-python build
 	load-tests/run.sh --use-running $(foreach s,$(LOADTEST_SCRIPTS),load-tests/$(s).js)
 
-bench: build
-	GATEWAY_CMD='exec "$(CURDIR)/conf/bench/run-bench.sh"' \
-	GATEWAY_NAME=portcullis \
-	GATEWAY_AUTH=$(GATEWAY_AUTH) \
-	GATEWAY_NOAUTH_PATH=$(GATEWAY_NOAUTH_PATH) \
-	BENCH_OUT="$(BENCH_OUT)" \
-	bash ../shared/bench/run.sh
+# The benchmark's Pingora-only contender (benches/bare_pingora.rs), next to the gateway.
+bench-build: build
+	$(CARGO) build --release --example bare-pingora
+
+bench: bench-build
+	benches/compare/run.sh
+
+# The benchmark's correctness pass: every contender answers 200 to valid ES256/RS256 tokens and
+# 401 to each bad one, before anyone trusts its numbers (no timing; a few seconds).
+bench-check: bench-build
+	CHECK_ONLY=1 benches/compare/run.sh
 
 clean:
 	$(CARGO) clean
