@@ -162,7 +162,10 @@ def references(row_id, contender, scenario):
     else:
         refs["haproxy"] = f"haproxy-jwt/{scenario}"
     if contender.startswith("portcullis") and scenario != "noauth":
-        refs["own_noauth"] = "portcullis/noauth"
+        refs["own_noauth"] = ("portcullis-baseline/noauth" if contender == "portcullis-baseline"
+                              else "portcullis/noauth")
+    if contender == "portcullis":
+        refs["baseline"] = f"portcullis-baseline/{scenario}"
     return {k: v for k, v in refs.items() if v != row_id}
 
 
@@ -250,6 +253,11 @@ def render(meta, order, summary):
         "",
     ]
     verdicts = []
+    for sid in order:
+        base = summary[sid]["ratios"].get("baseline")
+        if base and base["cpu"]:
+            verdicts.append(f"- {sid}: own CPU {base['cpu']:.2f}×, req/s {base['rps']:.2f}× "
+                            f"the baseline build (BASELINE_BIN), per-round medians")
     for sid in order:
         row = summary[sid]
         own = row["ratios"].get("own_noauth")

@@ -14,12 +14,15 @@
 #   +4 portcullis          the gateway at its defaults (1 thread, access log off); `/` requires a
 #                          token from the bench provider, `/public/` does not
 #   +5 portcullis-nocache  the same with token_cache.max_entries: 0
+#   +6 portcullis-baseline only with BASELINE_BIN: another build (say, of the commit before a
+#                          change) with portcullis's config, measured in the same rounds
 #
 # Knobs (environment): ROUNDS (5), DURATION (3 s), WARMUP (2 s), QUICK=1 (2 rounds x 1 s,
 # 1 s warm-up), CHECK_ONLY=1, CONNS (32), N_TOKENS (1000), BENCH_PORT_BASE (18080),
 # LAYOUT (wrk-alone: wrk on cpu0, everything else on cpu1; none: no pinning),
 # REVOCATIONS (0: preload this many unrelated revocations into both gateways' default
 # revocation file, to measure the revocation check with a large list),
+# BASELINE_BIN (unset: no baseline contender),
 # PORTCULLIS_BIN and BARE_PINGORA_BIN (default: the release build of this checkout, built if
 # missing), BENCH_OUT (bench-out/: keys, tokens, configs, logs, results.md, results.json).
 #
@@ -60,6 +63,18 @@ HAPJWT_PORT=$((PORT_BASE + 2))
 BARE_PORT=$((PORT_BASE + 3))
 PC_PORT=$((PORT_BASE + 4))
 PCNC_PORT=$((PORT_BASE + 5))
+BASE_PORT=$((PORT_BASE + 6))
+BASELINE_BIN="${BASELINE_BIN:-}"
+# The Portcullis instances with a config of their own: name, then the binary that runs it.
+PC_NAMES=(portcullis portcullis-nocache)
+[[ -z "$BASELINE_BIN" ]] || PC_NAMES+=(portcullis-baseline)
+
+# pc_bin NAME ARGS...: runs the Portcullis build that instance NAME is measured with.
+pc_bin() {
+  local name=$1
+  shift
+  if [[ "$name" == portcullis-baseline ]]; then "$BASELINE_BIN" "$@"; else "$PORTCULLIS_BIN" "$@"; fi
+}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -332,10 +347,11 @@ EOF
   # the provider and the routes). Each instance gets a directory of its own, since relative
   # paths (such as the default revocation file) resolve against the config's directory.
   local name cache port
-  for name in portcullis portcullis-nocache; do
+  for name in "${PC_NAMES[@]}"; do
     mkdir -p "$c/$name"
     cache="" port=$PC_PORT
     [[ "$name" != portcullis-nocache ]] || cache="token_cache: { max_entries: 0 }" port=$PCNC_PORT
+    [[ "$name" != portcullis-baseline ]] || port=$BASE_PORT
     # The default revocation store is data/revocations.jsonl next to the config: start each
     # run from an empty list, or from REVOCATIONS unrelated entries.
     rm -rf "$c/$name/data" && mkdir -p "$c/$name/data"
@@ -380,8 +396,8 @@ EOF
     || { cat "$OUT/logs/nginx-test.log" >&2; die "nginx rejected $c/nginx.conf"; }
   haproxy -q -c -f "$c/haproxy-proxy.cfg" || die "HAProxy rejected $c/haproxy-proxy.cfg"
   haproxy -q -c -f "$c/haproxy-jwt.cfg" || die "HAProxy rejected $c/haproxy-jwt.cfg"
-  for name in portcullis portcullis-nocache; do
-    "$PORTCULLIS_BIN" -t -c "$c/$name/portcullis.yaml" >"$OUT/logs/$name-test.log" 2>&1 \
+  for name in "${PC_NAMES[@]}"; do
+    pc_bin "$name" -t -c "$c/$name/portcullis.yaml" >"$OUT/logs/$name-test.log" 2>&1 \
       || { cat "$OUT/logs/$name-test.log" >&2; die "Portcullis rejected $c/$name/portcullis.yaml"; }
   done
 }
@@ -452,7 +468,7 @@ main() {
   install_tools
   build_if_missing
   local p
-  for p in "$UP_PORT" "$HAP_PORT" "$HAPJWT_PORT" "$BARE_PORT" "$PC_PORT" "$PCNC_PORT"; do
+  for p in "$UP_PORT" "$HAP_PORT" "$HAPJWT_PORT" "$BARE_PORT" "$PC_PORT" "$PCNC_PORT" "$BASE_PORT"; do
     ! port_open "$p" || die "127.0.0.1:$p is in use; stop what listens there or set BENCH_PORT_BASE"
   done
   rm -f "$OUT"/logs/*.log
@@ -468,6 +484,10 @@ main() {
   start bare-pingora INT "$BARE_PINGORA_BIN" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$UP_PORT"
   start portcullis INT "$PORTCULLIS_BIN" -c "$OUT/conf/portcullis/portcullis.yaml"
   start portcullis-nocache INT "$PORTCULLIS_BIN" -c "$OUT/conf/portcullis-nocache/portcullis.yaml"
+  if [[ -n "$BASELINE_BIN" ]]; then
+    start portcullis-baseline INT "$BASELINE_BIN" -c "$OUT/conf/portcullis-baseline/portcullis.yaml"
+    wait_ready portcullis-baseline "http://127.0.0.1:$BASE_PORT$NOAUTH_PATH"
+  fi
   wait_ready haproxy-proxy "http://127.0.0.1:$HAP_PORT/"
   wait_ready bare-pingora "http://127.0.0.1:$BARE_PORT/"
   wait_ready portcullis "http://127.0.0.1:$PC_PORT$NOAUTH_PATH"
@@ -483,15 +503,19 @@ main() {
   # Scenarios in the order every round runs them: id, contender, scenario, url, tokens, group.
   local t="$OUT/tokens" s c port sc
   {
-    for s in direct:$UP_PORT haproxy-proxy:$HAP_PORT bare-pingora:$BARE_PORT \
-             portcullis:$PC_PORT$NOAUTH_PATH; do
+    local noauth=("direct:$UP_PORT" "haproxy-proxy:$HAP_PORT" "bare-pingora:$BARE_PORT"
+                  "portcullis:$PC_PORT$NOAUTH_PATH")
+    [[ -z "$BASELINE_BIN" ]] || noauth+=("portcullis-baseline:$BASE_PORT$NOAUTH_PATH")
+    for s in "${noauth[@]}"; do
       c=${s%%:*} port=${s#*:}
       [[ "$port" == */* ]] || port="$port/"
       printf '%s/noauth\t%s\tnoauth\thttp://127.0.0.1:%s\t%s\t%s\n' \
         "$c" "$c" "$port" "$t/es256-1.txt" "${GROUP_OF[$c]}"
     done
     for sc in es256-1 es256-N rs256-1 rs256-N; do
-      for s in haproxy-jwt:$HAPJWT_PORT portcullis:$PC_PORT portcullis-nocache:$PCNC_PORT; do
+      local jwt=("haproxy-jwt:$HAPJWT_PORT" "portcullis:$PC_PORT" "portcullis-nocache:$PCNC_PORT")
+      [[ -z "$BASELINE_BIN" || "$sc" != es256-1 ]] || jwt+=("portcullis-baseline:$BASE_PORT")
+      for s in "${jwt[@]}"; do
         c=${s%%:*} port=${s#*:}
         printf '%s/%s\t%s\t%s\thttp://127.0.0.1:%s/\t%s\t%s\n' \
           "$c" "$sc" "$c" "$sc" "$port" "$t/$sc.txt" "${GROUP_OF[$c]}"
