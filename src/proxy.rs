@@ -53,7 +53,7 @@ pub struct Ctx {
 
 #[derive(Default)]
 struct RequestFacts {
-    /// The canonical path, for the access log.
+    /// The canonical path, kept only for the access log.
     path: String,
     /// Path and query to send upstream when they differ from what the client sent.
     upstream_target: Option<String>,
@@ -107,7 +107,9 @@ impl Gateway {
     ) -> Result<(), LocalResponse> {
         let req = session.req_header();
         let (path, query) = head::target(req, &snap.limits)?;
-        ctx.request.path = path.to_string();
+        if self.shared.access_log.is_some() {
+            ctx.request.path = path.to_string();
+        }
         let host = head::framing(req, &snap.limits)?;
         let head = CheckedHead { path, query, host };
 
@@ -205,7 +207,7 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         };
         let common = CommonHeaders {
-            request_id: Some(&ctx.client.request_id),
+            request_id: ctx.client.request_id.as_ref(),
             hsts: self.hsts(&snap),
         };
         respond::write_local(session, answer, &common).await?;
@@ -342,7 +344,12 @@ impl ProxyHttp for Gateway {
                 "http"
             },
             host: head::authority(session.req_header()),
-            request_id: &ctx.client.request_id,
+            request_id: ctx
+                .client
+                .request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
         };
         let strip_auth = !snap.forward_authorization
             && ctx.route().is_some_and(|r| r.auth.mode != AuthMode::None);
@@ -381,7 +388,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let Some(snap) = &ctx.snap else { return Ok(()) };
         let common = CommonHeaders {
-            request_id: Some(&ctx.client.request_id),
+            request_id: ctx.client.request_id.as_ref(),
             hsts: self.hsts(snap),
         };
         common.apply(upstream_response)
@@ -391,8 +398,7 @@ impl ProxyHttp for Gateway {
         let code = status_for_error(e);
         if code > 0 && session.response_written().is_none() {
             let common = CommonHeaders {
-                request_id: (!ctx.client.request_id.is_empty())
-                    .then_some(ctx.client.request_id.as_str()),
+                request_id: ctx.client.request_id.as_ref(),
                 hsts: ctx.snap.as_ref().and_then(|s| self.hsts(s)),
             };
             session.set_keepalive(None);
@@ -450,7 +456,12 @@ impl ProxyHttp for Gateway {
         if let Some(log) = &self.shared.access_log {
             log.log(&access_log::Entry {
                 time: access_log::rfc3339_now(),
-                request_id: &ctx.client.request_id,
+                request_id: ctx
+                    .client
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
                 client_ip: ctx.client.ip.to_string(),
                 method,
                 path: &ctx.request.path,

@@ -102,14 +102,14 @@ impl LocalResponse {
 
 /// Headers every response of the current request gets, local or proxied.
 pub struct CommonHeaders<'a> {
-    pub request_id: Option<&'a str>,
+    pub request_id: Option<&'a HeaderValue>,
     pub hsts: Option<&'a HeaderValue>,
 }
 
 impl CommonHeaders<'_> {
     pub fn apply(&self, resp: &mut ResponseHeader) -> pingora::Result<()> {
         if let Some(id) = self.request_id {
-            resp.insert_header("x-request-id", id)?;
+            resp.insert_header("x-request-id", id.clone())?;
         }
         if let Some(hsts) = self.hsts {
             resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;

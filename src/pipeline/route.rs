@@ -31,7 +31,13 @@ pub fn select<'s>(
     raw_target: &[u8],
     client_ip: IpAddr,
 ) -> Result<Routed<'s>, LocalResponse> {
-    let host = head.hostname().to_ascii_lowercase();
+    // Routes hold lower-case hosts; most clients already send one, so copy only when needed.
+    let hostname = head.hostname();
+    let host = if hostname.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(hostname.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(hostname)
+    };
     let internal = listener == ListenerKind::Internal;
     let index = match snap.table.lookup(&host, &head.path, method, internal) {
         RouteMatch::Found(i) => i,
