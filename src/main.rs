@@ -25,9 +25,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// a second (`dirty_decay_ms`) instead of on the next allocation, so memory comes back even
 /// when the gateway goes quiet after a burst.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
-#[export_name = "_rjem_malloc_conf"]
+#[export_name = "malloc_conf"]
 pub static JEMALLOC_CONF: JemallocConf =
-    JemallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+    JemallocConf(c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
 /// A C string pointer jemalloc reads at start-up; it points at a static literal.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::tls::ssl::SslMode;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::Opt;
@@ -269,6 +270,9 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         if l.http2 {
             tls.enable_h2();
         }
+        // OpenSSL keeps a read and a write buffer of over 16 KiB per connection; an idle
+        // keep-alive connection does not need them, so they are freed while it waits.
+        tls.set_mode(SslMode::RELEASE_BUFFERS);
         let mut svc = proxy(ListenerKind::Https, "https", threads);
         svc.add_listener(
             ListenerConfig::tcp(&l.addr)
