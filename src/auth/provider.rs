@@ -27,7 +27,8 @@ use reqwest::{StatusCode, Url};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use crate::auth::jwk::{parse_jwks_reusing, Alg, KeySet};
+use crate::auth::alg::Alg;
+use crate::auth::jwk::{parse_jwks_reusing, KeySet};
 use crate::metrics;
 
 /// Largest JWKS, discovery document or key file we accept. Real key sets are a few KiB; the cap
@@ -940,7 +941,7 @@ mod tests {
             let kp =
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
             let point = kp.public_key().as_ref().to_vec();
-            let b64 = crate::auth::jwk::tests::b64;
+            let b64 = crate::auth::test_support::b64;
             (b64(&point[1..33]), b64(&point[33..65]))
         });
         let keys: Vec<String> = kids

@@ -11,90 +11,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::claims::{self, ValidClaims};
-use super::jwk::{Alg, KeySet, VerifyingKey};
+use super::alg::Alg;
+use super::claims::{self, ValidClaims, ValidationPolicy};
+use super::jwk::{KeySet, VerifyingKey};
 use super::jws::{b64url_decode, parse_header, parse_object_strict, split_compact};
-
-/// Why a token was refused; each maps to one `portcullis_auth_decisions_total` result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rejection {
-    Malformed,
-    BadSignature,
-    UnknownKid,
-    Expired,
-    NotYetValid,
-    WrongIssuer,
-    WrongAudience,
-    Revoked,
-}
-
-impl Rejection {
-    pub fn label(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "malformed",
-            Rejection::BadSignature => "bad_signature",
-            Rejection::UnknownKid => "unknown_kid",
-            Rejection::Expired => "expired",
-            Rejection::NotYetValid => "not_yet_valid",
-            Rejection::WrongIssuer => "wrong_issuer",
-            Rejection::WrongAudience => "wrong_audience",
-            Rejection::Revoked => "revoked",
-        }
-    }
-}
-
-/// A refused token: 401 `invalid_token` with `description` as `error_description`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TokenError {
-    pub kind: Rejection,
-    /// Names the failed check. Static text only: it can never carry key material, claim values
-    /// or the token.
-    pub description: &'static str,
-}
-
-impl TokenError {
-    /// The refusal for a revoked token (the revocation check runs outside this module).
-    pub const REVOKED: TokenError = TokenError {
-        kind: Rejection::Revoked,
-        description: "token revoked",
-    };
-
-    pub fn label(self) -> &'static str {
-        self.kind.label()
-    }
-}
-
-impl fmt::Display for TokenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.description)
-    }
-}
-
-impl std::error::Error for TokenError {}
-
-fn malformed(description: &'static str) -> TokenError {
-    TokenError {
-        kind: Rejection::Malformed,
-        description,
-    }
-}
-
-/// How one provider's tokens are validated.
-#[derive(Clone, Debug)]
-pub struct ValidationPolicy {
-    /// Provider name, copied into every token it verifies.
-    pub provider: Arc<str>,
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Alg>,
-    /// Clamped to 0..=300 when used.
-    pub leeway_secs: i64,
-    pub max_lifetime_secs: Option<i64>,
-    pub require_jti: bool,
-    /// Accepted `typ` header values; empty accepts any (or none). Compared case-insensitively,
-    /// with an optional `application/` prefix.
-    pub accepted_types: Vec<String>,
-}
+use super::rejection::{Rejection, TokenError};
 
 /// A structurally valid token, not yet trusted: nothing in it has been authenticated.
 pub struct DecodedToken<'t> {
@@ -128,22 +49,24 @@ impl fmt::Debug for DecodedToken<'_> {
 pub fn decode(token: &str, max_token_bytes: usize) -> Result<DecodedToken<'_>, TokenError> {
     // K5/H8: bound the work before decoding anything.
     if token.len() > max_token_bytes {
-        return Err(malformed("token too large"));
+        return Err(TokenError::malformed("token too large"));
     }
-    let parts = split_compact(token).ok_or(malformed("malformed token"))?;
-    let header_json = b64url_decode(parts.header).ok_or(malformed("invalid header"))?;
-    let header = parse_header(&header_json).map_err(malformed)?;
-    let payload_json = b64url_decode(parts.payload).ok_or(malformed("invalid payload"))?;
-    let claims = parse_object_strict(&payload_json).ok_or(malformed("invalid payload"))?;
-    let signature =
-        b64url_decode(parts.signature).ok_or(malformed("invalid signature encoding"))?;
+    let parts = split_compact(token).ok_or(TokenError::malformed("malformed token"))?;
+    let header_json = b64url_decode(parts.header).ok_or(TokenError::malformed("invalid header"))?;
+    let header = parse_header(&header_json).map_err(TokenError::malformed)?;
+    let payload_json =
+        b64url_decode(parts.payload).ok_or(TokenError::malformed("invalid payload"))?;
+    let claims =
+        parse_object_strict(&payload_json).ok_or(TokenError::malformed("invalid payload"))?;
+    let signature = b64url_decode(parts.signature)
+        .ok_or(TokenError::malformed("invalid signature encoding"))?;
     let iss = match claims.get("iss") {
         Some(Value::String(iss)) => iss.clone(),
         _ => {
-            return Err(TokenError {
-                kind: Rejection::WrongIssuer,
-                description: "invalid claim: iss",
-            })
+            return Err(TokenError::new(
+                Rejection::WrongIssuer,
+                "invalid claim: iss",
+            ))
         }
     };
     Ok(DecodedToken {
@@ -219,21 +142,17 @@ fn check<'k>(
     keys: &'k KeySet,
     now: i64,
 ) -> Result<(&'k VerifyingKey, ValidClaims), TokenError> {
-    let key = keys.get(&decoded.kid).ok_or(TokenError {
-        kind: Rejection::UnknownKid,
-        description: "unknown key id",
-    })?;
+    let key = keys
+        .get(&decoded.kid)
+        .ok_or(TokenError::new(Rejection::UnknownKid, "unknown key id"))?;
     if decoded.alg != key.alg || !policy.algorithms.contains(&key.alg) {
-        return Err(TokenError {
-            kind: Rejection::BadSignature,
-            description: "algorithm not allowed for key",
-        });
+        return Err(TokenError::new(
+            Rejection::BadSignature,
+            "algorithm not allowed for key",
+        ));
     }
     if !key.verify(decoded.signing_input.as_bytes(), &decoded.signature) {
-        return Err(TokenError {
-            kind: Rejection::BadSignature,
-            description: "bad signature",
-        });
+        return Err(TokenError::new(Rejection::BadSignature, "bad signature"));
     }
     let valid = claims::validate(&decoded.claims, decoded.typ.as_deref(), policy, now)?;
     Ok((key, valid))
@@ -259,62 +178,62 @@ fn assemble(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::auth::jwk::tests::{b64, jwks, rsa_pair, Signer};
-    use crate::auth::jwk::{parse_jwks, KeySet};
+    use crate::auth::jwk::parse_jwks;
+    use crate::auth::test_support::{b64, jwks, rsa_pair, rsa_pair_2, with, without, Signer};
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair};
     use serde_json::json;
 
-    pub const NOW: i64 = 1_700_000_000;
-    pub const ISS: &str = "https://id.example.com";
+    const NOW: i64 = 1_700_000_000;
+    const ISS: &str = "https://id.example.com";
     const MAX: usize = 8192;
 
-    pub fn policy(algs: &[Alg]) -> ValidationPolicy {
+    fn policy(algs: &[Alg]) -> ValidationPolicy {
         ValidationPolicy {
             provider: Arc::from("corp"),
             issuer: ISS.to_owned(),
             audiences: vec!["api".to_owned(), "gateway".to_owned()],
             algorithms: algs.to_vec(),
-            leeway_secs: 30,
+            leeway_secs: claims::DEFAULT_LEEWAY_SECS,
             max_lifetime_secs: None,
             require_jti: false,
             accepted_types: vec![],
         }
     }
 
-    pub fn claims() -> Value {
+    fn claims() -> Value {
         json!({"iss": ISS, "aud": "api", "sub": "alice", "exp": NOW + 600, "iat": NOW,
                "jti": "j-1", "scope": "users:read users:write"})
     }
 
     /// Header and payload given as raw JSON text, so duplicates and oddities survive.
-    pub fn mint_raw(header: &str, payload: &str, signer: &Signer, alg: Alg) -> String {
+    fn mint_raw(header: &str, payload: &str, signer: &Signer, alg: Alg) -> String {
         let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
         let s = signer.sign(alg, input.as_bytes());
         format!("{input}.{}", b64(&s))
     }
 
-    pub fn mint(header: &Value, payload: &Value, signer: &Signer, alg: Alg) -> String {
+    fn mint(header: &Value, payload: &Value, signer: &Signer, alg: Alg) -> String {
         mint_raw(&header.to_string(), &payload.to_string(), signer, alg)
     }
 
-    pub fn hdr(alg: Alg, kid: &str) -> Value {
+    fn hdr(alg: Alg, kid: &str) -> Value {
         json!({"alg": alg.as_str(), "kid": kid, "typ": "JWT"})
     }
 
     /// One provider with one key.
-    pub struct Fx {
-        pub signer: Signer,
-        pub alg: Alg,
-        pub kid: &'static str,
-        pub keys: KeySet,
-        pub policy: ValidationPolicy,
+    struct Fx {
+        signer: Signer,
+        alg: Alg,
+        kid: &'static str,
+        keys: KeySet,
+        policy: ValidationPolicy,
     }
 
     impl Fx {
-        pub fn new(signer: Signer, alg: Alg) -> Fx {
+        fn new(signer: Signer, alg: Alg) -> Fx {
             let mut jwk = signer.jwk("k1");
             jwk["alg"] = json!(alg.as_str());
             let keys = parse_jwks(&jwks(&[jwk]), &Alg::ALL).unwrap().keys;
@@ -327,28 +246,19 @@ pub(crate) mod tests {
                 policy: policy(&Alg::ALL),
             }
         }
-        pub fn es256() -> Fx {
+        fn es256() -> Fx {
             Fx::new(Signer::es256(), Alg::ES256)
         }
-        pub fn token(&self, payload: &Value) -> String {
+        fn token(&self, payload: &Value) -> String {
             mint(&hdr(self.alg, self.kid), payload, &self.signer, self.alg)
         }
-        pub fn run(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        fn run(&self, token: &str) -> Result<VerifiedToken, TokenError> {
             self.run_at(token, NOW)
         }
-        pub fn run_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+        fn run_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
             let d = decode(token, MAX)?;
             verify(&d, &self.policy, &self.keys, now)
         }
-    }
-
-    fn with(mut v: Value, k: &str, x: Value) -> Value {
-        v[k] = x;
-        v
-    }
-    fn without(mut v: Value, k: &str) -> Value {
-        v.as_object_mut().unwrap().remove(k);
-        v
     }
 
     fn err(r: Result<VerifiedToken, TokenError>) -> TokenError {
@@ -405,25 +315,6 @@ pub(crate) mod tests {
                 .kind,
             Rejection::WrongAudience
         );
-    }
-
-    #[test]
-    fn labels() {
-        let all = [
-            (Rejection::Malformed, "malformed"),
-            (Rejection::BadSignature, "bad_signature"),
-            (Rejection::UnknownKid, "unknown_kid"),
-            (Rejection::Expired, "expired"),
-            (Rejection::NotYetValid, "not_yet_valid"),
-            (Rejection::WrongIssuer, "wrong_issuer"),
-            (Rejection::WrongAudience, "wrong_audience"),
-            (Rejection::Revoked, "revoked"),
-        ];
-        for (r, l) in all {
-            assert_eq!(r.label(), l);
-        }
-        assert_eq!(TokenError::REVOKED.description, "token revoked");
-        assert_eq!(TokenError::REVOKED.to_string(), "token revoked");
     }
 
     #[test]
@@ -712,7 +603,7 @@ pub(crate) mod tests {
             );
         }
         // A valid signature from a different RSA key.
-        let other = Signer::Rsa(crate::auth::jwk::tests::rsa_pair_2());
+        let other = Signer::Rsa(rsa_pair_2());
         let forged = mint(&hdr(Alg::RS256, "k1"), &claims(), &other, Alg::RS256);
         assert_eq!(
             err(fx.run(&forged)),
