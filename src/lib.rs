@@ -12,6 +12,7 @@ pub mod forwarding;
 pub mod head_timeout;
 pub mod hygiene;
 pub mod issuer;
+pub mod keys;
 pub mod metric_handles;
 pub mod metrics;
 pub mod proxy;

@@ -7,20 +7,13 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 
 use super::*;
+use crate::clock::unix_now as now;
 use crate::config::Dur;
 
 const FORM: Option<&[u8]> = Some(b"application/x-www-form-urlencoded");
 
 fn cheap(pw: &str) -> String {
-    crate::tools::hash_password_with(pw.as_bytes(), argon2::Params::new(8, 1, 1, None).unwrap())
-        .unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    hash_secret(pw.as_bytes(), argon2::Params::new(8, 1, 1, None).unwrap()).unwrap()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -38,14 +31,16 @@ impl Drop for Fixture {
     }
 }
 
-fn fixture_with(alg: Algorithm) -> Fixture {
+fn fixture_with(alg: Alg) -> Fixture {
     let dir = std::env::temp_dir().join(format!(
         "portcullis-issuer-{}-{}",
         std::process::id(),
-        crate::tools::random_jti()
+        keys::random_jti()
     ));
     fs::create_dir_all(dir.join("keys")).unwrap();
-    crate::tools::keygen(alg, "dev-1", &dir.join("keys"), None).unwrap();
+    let pem = keys::generate_pem(alg, aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    fs::write(dir.join("keys/dev-1.pem"), pem).unwrap();
+    fs::write(dir.join("keys/jwks.json"), r#"{"keys":[]}"#).unwrap();
     let users = format!(
         "users:\n  - username: alice\n    password_hash: \"{}\"\n    scopes: [users:read, users:write]\n  - username: carol\n    password_hash: \"{}\"\n    scopes: [users:read]\n    disabled: true\n  - username: dave\n    password_hash: \"{}\"\n",
         cheap("alice-pw"),
@@ -74,7 +69,7 @@ fn fixture_with(alg: Algorithm) -> Fixture {
 }
 
 fn fixture() -> (Fixture, Issuer) {
-    let f = fixture_with(Algorithm::ES256);
+    let f = fixture_with(Alg::ES256);
     let issuer = Issuer::load(&f.conf, &f.dir).unwrap();
     (f, issuer)
 }
@@ -167,7 +162,7 @@ async fn password_grant_issues_a_token_the_jwks_verifies() {
 
 #[tokio::test]
 async fn eddsa_keys_sign_and_other_keys_are_refused() {
-    let f = fixture_with(Algorithm::EdDSA);
+    let f = fixture_with(Alg::EdDSA);
     let issuer = Issuer::load(&f.conf, &f.dir).unwrap();
     assert_eq!(issuer.algorithm(), "EdDSA");
     let r = password(
@@ -179,7 +174,7 @@ async fn eddsa_keys_sign_and_other_keys_are_refused() {
     assert_eq!(r.status, 200);
     verify(&issuer, body(&r)["access_token"].as_str().unwrap());
 
-    for alg in [Algorithm::ES384, Algorithm::RS256] {
+    for alg in [Alg::ES384, Alg::RS256] {
         let f = fixture_with(alg);
         let errs = Issuer::load(&f.conf, &f.dir).err().unwrap();
         assert_eq!(errs.len(), 1);
@@ -465,7 +460,7 @@ async fn bad_client_secrets_are_throttled_too() {
 
 #[test]
 fn load_errors_name_the_file_and_entry() {
-    let f = fixture_with(Algorithm::ES256);
+    let f = fixture_with(Alg::ES256);
     fs::write(
         f.dir.join("users.yaml"),
         "users:\n  - username: a\n    password_hash: \"$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\n  - username: b\n    password_hash: nope\n    scopes: [\"bad scope\"]\n",
