@@ -105,7 +105,73 @@ impl KeySet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RejectedKey {
     pub kid: Option<String>,
-    pub reason: String,
+    pub reason: JwkError,
+}
+
+/// Why a whole JWKS document is unusable (the caller keeps its last good set).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWKS is {0} bytes, the limit is {MAX_JWKS_BYTES}")]
+    TooLarge(usize),
+    #[error("JWKS is not a JSON object (or has duplicate members)")]
+    NotAnObject,
+    #[error("JWKS `keys` is not an array")]
+    KeysNotAnArray,
+    #[error("JWKS has no `keys` array")]
+    NoKeys,
+    #[error("JWKS lists {0} keys, the limit is {MAX_JWKS_KEYS}")]
+    TooManyKeys(usize),
+}
+
+/// Why one JWK was left out; the other keys of the set stay usable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    #[error("duplicate kid")]
+    DuplicateKid,
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    #[error("`{0}` is not a string")]
+    NotAString(&'static str),
+    #[error("`{0}` is not base64url")]
+    NotBase64url(&'static str),
+    #[error("`kid` must be 1 to 256 printable ASCII characters")]
+    UnfitKid,
+    #[error("`use` is not \"sig\"")]
+    NotForSignatures,
+    #[error("`key_ops` is not an array")]
+    KeyOpsNotAnArray,
+    #[error("`key_ops` is not an array of strings")]
+    KeyOpsNotStrings,
+    #[error("`key_ops` does not include \"verify\"")]
+    KeyOpsWithoutVerify,
+    #[error("{kty} curve {crv:?} not supported")]
+    UnsupportedCurve { kty: String, crv: String },
+    #[error("symmetric (`oct`) keys are never used")]
+    Symmetric,
+    #[error("key type {0:?} not supported")]
+    UnsupportedKeyType(String),
+    #[error("alg {0:?} not supported")]
+    UnsupportedAlg(String),
+    #[error("alg {0} does not match the key type")]
+    AlgDoesNotFit(Alg),
+    #[error("no RSA algorithm is allowed")]
+    NoRsaAlgAllowed,
+    #[error("RSA key without `alg` is ambiguous: several RSA algorithms are allowed")]
+    AmbiguousRsaAlg,
+    #[error("alg {0} is not allowed for this provider")]
+    AlgNotAllowed(Alg),
+    #[error("RSA modulus is {0} bits, it must be 2048 to 8192")]
+    RsaModulusSize(usize),
+    #[error("RSA exponent must be odd, at least 3 and at most 33 bits")]
+    RsaExponent,
+    #[error("EC `x` and `y` must be {0} bytes each")]
+    EcCoordinateLength(usize),
+    #[error("Ed25519 `x` must be 32 bytes")]
+    Ed25519Length,
+    #[error("invalid {0} public key")]
+    Invalid(&'static str),
 }
 
 #[derive(Debug)]
@@ -114,7 +180,8 @@ pub struct ParsedJwks {
     pub rejected: Vec<RejectedKey>,
 }
 
-/// Largest JWKS body accepted.
+/// Largest JWKS, discovery document or key file accepted. Real key sets are a few KiB; the cap
+/// bounds memory and parse time if an IdP (or whoever sits in front of it) misbehaves.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Most keys a JWKS may list.
 pub const MAX_JWKS_KEYS: usize = 100;
@@ -124,7 +191,7 @@ pub const MAX_JWKS_KEYS: usize = 100;
 /// `Err` only when the document as a whole is unusable: too big, not a JSON object (duplicate
 /// members anywhere count as not JSON: which of two values the IdP meant is unknowable), no
 /// `keys` array, or more than 100 keys. The caller then keeps its last good set.
-pub fn parse_jwks(body: &[u8], allowed: &[Alg]) -> Result<ParsedJwks, String> {
+pub fn parse_jwks(body: &[u8], allowed: &[Alg]) -> Result<ParsedJwks, JwksError> {
     parse_jwks_reusing(body, allowed, &KeySet::empty())
 }
 
@@ -135,25 +202,18 @@ pub fn parse_jwks_reusing(
     body: &[u8],
     allowed: &[Alg],
     previous: &KeySet,
-) -> Result<ParsedJwks, String> {
+) -> Result<ParsedJwks, JwksError> {
     if body.len() > MAX_JWKS_BYTES {
-        return Err(format!(
-            "JWKS is {} bytes, the limit is {MAX_JWKS_BYTES}",
-            body.len()
-        ));
+        return Err(JwksError::TooLarge(body.len()));
     }
-    let doc = parse_object_strict(body)
-        .ok_or_else(|| "JWKS is not a JSON object (or has duplicate members)".to_owned())?;
+    let doc = parse_object_strict(body).ok_or(JwksError::NotAnObject)?;
     let entries = match doc.get("keys") {
         Some(Value::Array(entries)) => entries,
-        Some(_) => return Err("JWKS `keys` is not an array".to_owned()),
-        None => return Err("JWKS has no `keys` array".to_owned()),
+        Some(_) => return Err(JwksError::KeysNotAnArray),
+        None => return Err(JwksError::NoKeys),
     };
     if entries.len() > MAX_JWKS_KEYS {
-        return Err(format!(
-            "JWKS lists {} keys, the limit is {MAX_JWKS_KEYS}",
-            entries.len()
-        ));
+        return Err(JwksError::TooManyKeys(entries.len()));
     }
 
     // K11: a kid that names two entries names no key at all; count every entry that carries one,
@@ -172,13 +232,13 @@ pub fn parse_jwks_reusing(
             Some(Value::String(kid)) => Some(kid.as_str()),
             _ => None,
         };
-        let reject = |reason: String| RejectedKey {
+        let reject = |reason: JwkError| RejectedKey {
             // Only a printable, bounded kid is echoed into logs/status.
             kid: kid.filter(|k| valid_kid(k)).map(str::to_owned),
             reason,
         };
         if kid.is_some_and(|k| kid_counts.get(k).copied().unwrap_or(0) > 1) {
-            rejected.push(reject("duplicate kid".to_owned()));
+            rejected.push(reject(JwkError::DuplicateKid));
             continue;
         }
         match parse_jwk(entry, allowed) {
@@ -198,17 +258,20 @@ pub fn parse_jwks_reusing(
     })
 }
 
-fn str_member<'v>(jwk: &'v Map<String, Value>, name: &str) -> Result<Option<&'v str>, String> {
+fn str_member<'v>(
+    jwk: &'v Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'v str>, JwkError> {
     match jwk.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("`{name}` is not a string")),
+        Some(_) => Err(JwkError::NotAString(name)),
     }
 }
 
-fn required_b64(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let text = str_member(jwk, name)?.ok_or_else(|| format!("missing `{name}`"))?;
-    b64url_decode(text).ok_or_else(|| format!("`{name}` is not base64url"))
+fn required_b64(jwk: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, JwkError> {
+    let text = str_member(jwk, name)?.ok_or(JwkError::Missing(name))?;
+    b64url_decode(text).ok_or(JwkError::NotBase64url(name))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -239,59 +302,60 @@ impl KeyType {
 }
 
 /// One JWK -> one pinned, parsed key, or the reason it cannot be used.
-fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, String> {
-    let jwk = entry.as_object().ok_or("not a JSON object")?;
+fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, JwkError> {
+    let jwk = entry.as_object().ok_or(JwkError::NotAnObject)?;
     let kid = match str_member(jwk, "kid")? {
-        None => return Err("missing `kid`".to_owned()),
-        Some(k) if !valid_kid(k) => {
-            return Err("`kid` must be 1 to 256 printable ASCII characters".to_owned())
-        }
+        None => return Err(JwkError::Missing("kid")),
+        Some(k) if !valid_kid(k) => return Err(JwkError::UnfitKid),
         Some(k) => k,
     };
 
     // K8: a key published for encryption must never verify a signature.
     match str_member(jwk, "use")? {
         None | Some("sig") => {}
-        Some(_) => return Err("`use` is not \"sig\"".to_owned()),
+        Some(_) => return Err(JwkError::NotForSignatures),
     }
     match jwk.get("key_ops") {
         None => {}
         Some(Value::Array(ops)) => {
             if !ops.iter().all(Value::is_string) {
-                return Err("`key_ops` is not an array of strings".to_owned());
+                return Err(JwkError::KeyOpsNotStrings);
             }
             if !ops.iter().any(|op| op.as_str() == Some("verify")) {
-                return Err("`key_ops` does not include \"verify\"".to_owned());
+                return Err(JwkError::KeyOpsWithoutVerify);
             }
         }
-        Some(_) => return Err("`key_ops` is not an array".to_owned()),
+        Some(_) => return Err(JwkError::KeyOpsNotAnArray),
     }
 
-    let kty = str_member(jwk, "kty")?.ok_or("missing `kty`")?;
+    let kty = str_member(jwk, "kty")?.ok_or(JwkError::Missing("kty"))?;
     let key_type = match kty {
         "RSA" => KeyType::Rsa,
-        "EC" => match str_member(jwk, "crv")? {
-            Some("P-256") => KeyType::P256,
-            Some("P-384") => KeyType::P384,
-            Some(other) => return Err(format!("EC curve {other:?} not supported")),
-            None => return Err("missing `crv`".to_owned()),
-        },
-        "OKP" => match str_member(jwk, "crv")? {
-            Some("Ed25519") => KeyType::Ed25519,
-            Some(other) => return Err(format!("OKP curve {other:?} not supported")),
-            None => return Err("missing `crv`".to_owned()),
-        },
+        "EC" | "OKP" => {
+            let crv = str_member(jwk, "crv")?.ok_or(JwkError::Missing("crv"))?;
+            match (kty, crv) {
+                ("EC", "P-256") => KeyType::P256,
+                ("EC", "P-384") => KeyType::P384,
+                ("OKP", "Ed25519") => KeyType::Ed25519,
+                _ => {
+                    return Err(JwkError::UnsupportedCurve {
+                        kty: kty.to_owned(),
+                        crv: crv.to_owned(),
+                    })
+                }
+            }
+        }
         // K12: a symmetric key in a JWKS is a shared secret published to the world.
-        "oct" => return Err("symmetric (`oct`) keys are never used".to_owned()),
-        other => return Err(format!("key type {other:?} not supported")),
+        "oct" => return Err(JwkError::Symmetric),
+        other => return Err(JwkError::UnsupportedKeyType(other.to_owned())),
     };
 
     // A7/A11: the key, not the token header, decides the algorithm.
     let alg = match str_member(jwk, "alg")? {
         Some(name) => {
-            let alg = Alg::parse(name).ok_or_else(|| format!("alg {name:?} not supported"))?;
+            let alg = Alg::parse(name).ok_or_else(|| JwkError::UnsupportedAlg(name.to_owned()))?;
             if !key_type.fits(alg) {
-                return Err(format!("alg {name} does not match the key type"));
+                return Err(JwkError::AlgDoesNotFit(alg));
             }
             alg
         }
@@ -301,17 +365,14 @@ fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, String> {
                 let mut rsa_allowed = allowed.iter().copied().filter(|a| a.is_rsa());
                 match (rsa_allowed.next(), rsa_allowed.next()) {
                     (Some(alg), None) => alg,
-                    (None, _) => return Err("no RSA algorithm is allowed".to_owned()),
-                    (Some(_), Some(_)) => return Err(
-                        "RSA key without `alg` is ambiguous: several RSA algorithms are allowed"
-                            .to_owned(),
-                    ),
+                    (None, _) => return Err(JwkError::NoRsaAlgAllowed),
+                    (Some(_), Some(_)) => return Err(JwkError::AmbiguousRsaAlg),
                 }
             }
         },
     };
     if !allowed.contains(&alg) {
-        return Err(format!("alg {alg} is not allowed for this provider"));
+        return Err(JwkError::AlgNotAllowed(alg));
     }
 
     let (key, sig_len) = match key_type {
@@ -321,10 +382,10 @@ fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, String> {
         KeyType::Ed25519 => {
             let x = required_b64(jwk, "x")?;
             if x.len() != 32 {
-                return Err("Ed25519 `x` must be 32 bytes".to_owned());
+                return Err(JwkError::Ed25519Length);
             }
             let key = ParsedPublicKey::new(&sig::ED25519, &x)
-                .map_err(|_| "invalid Ed25519 public key".to_owned())?;
+                .map_err(|_| JwkError::Invalid("Ed25519"))?;
             (key, 64)
         }
     };
@@ -353,25 +414,24 @@ fn strip_leading_zeros(be: &[u8]) -> &[u8] {
 /// K9: modulus 2048..=8192 bits (RFC 7518 §3.3), exponent odd, at least 3, and at most 33 bits
 /// (the largest the crypto library will verify with; a key it would refuse on every request is
 /// refused here instead).
-fn rsa_key(jwk: &Map<String, Value>, alg: Alg) -> Result<(ParsedPublicKey, usize), String> {
+fn rsa_key(jwk: &Map<String, Value>, alg: Alg) -> Result<(ParsedPublicKey, usize), JwkError> {
     let n_raw = required_b64(jwk, "n")?;
     let e_raw = required_b64(jwk, "e")?;
     let n = strip_leading_zeros(&n_raw);
     let e = strip_leading_zeros(&e_raw);
     let bits = bit_len(n);
     if !(2048..=8192).contains(&bits) {
-        return Err(format!(
-            "RSA modulus is {bits} bits, it must be 2048 to 8192"
-        ));
+        return Err(JwkError::RsaModulusSize(bits));
     }
     let e_odd = e.last().is_some_and(|b| b & 1 == 1);
     if !e_odd || bit_len(e) > 33 || (e.len() == 1 && e[0] < 3) {
-        return Err("RSA exponent must be odd, at least 3 and at most 33 bits".to_owned());
+        return Err(JwkError::RsaExponent);
     }
-    let params = alg.rsa_params().ok_or("not an RSA algorithm")?;
+    // `fits` already tied an RSA key to an RSA algorithm; this only keeps the lookup total.
+    let params = alg.rsa_params().ok_or(JwkError::AlgDoesNotFit(alg))?;
     let key = RsaPublicKeyComponents { n, e }
         .to_parsed_public_key(params)
-        .map_err(|_| "invalid RSA public key".to_owned())?;
+        .map_err(|_| JwkError::Invalid("RSA"))?;
     Ok((key, n.len()))
 }
 
@@ -380,17 +440,17 @@ fn ec_key(
     jwk: &Map<String, Value>,
     coord_len: usize,
     alg: &'static sig::EcdsaVerificationAlgorithm,
-) -> Result<(ParsedPublicKey, usize), String> {
+) -> Result<(ParsedPublicKey, usize), JwkError> {
     let x = required_b64(jwk, "x")?;
     let y = required_b64(jwk, "y")?;
     if x.len() != coord_len || y.len() != coord_len {
-        return Err(format!("EC `x` and `y` must be {coord_len} bytes each"));
+        return Err(JwkError::EcCoordinateLength(coord_len));
     }
     let mut point = Vec::with_capacity(1 + 2 * coord_len);
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    let key = ParsedPublicKey::new(alg, &point).map_err(|_| "invalid EC public key".to_owned())?;
+    let key = ParsedPublicKey::new(alg, &point).map_err(|_| JwkError::Invalid("EC"))?;
     Ok((key, 2 * coord_len))
 }
 
@@ -406,7 +466,7 @@ mod tests {
         let parsed = parse_jwks(&jwks(&[jwk]), allowed).unwrap();
         assert!(parsed.keys.is_empty(), "key was accepted");
         assert_eq!(parsed.rejected.len(), 1);
-        parsed.rejected[0].reason.clone()
+        parsed.rejected[0].reason.to_string()
     }
 
     fn accepted(jwk: Value, allowed: &[Alg]) -> Arc<VerifyingKey> {
@@ -587,7 +647,7 @@ mod tests {
         assert!(parsed
             .rejected
             .iter()
-            .all(|r| r.reason == "duplicate kid" && r.kid.as_deref() == Some("dup")));
+            .all(|r| r.reason == JwkError::DuplicateKid && r.kid.as_deref() == Some("dup")));
         // A refused twin (use: enc) still makes the kid ambiguous.
         let sig_key = Signer::es256().jwk("k");
         let enc_key = with(Signer::es256().jwk("k"), "use", json!("enc"));
@@ -667,13 +727,17 @@ mod tests {
         let too_many: Vec<Value> = (0..101)
             .map(|i| json!({"kty":"oct","kid":i.to_string()}))
             .collect();
-        assert!(parse_jwks(&jwks(&too_many), &Alg::ALL)
-            .unwrap_err()
-            .contains("limit"));
+        assert_eq!(
+            parse_jwks(&jwks(&too_many), &Alg::ALL).unwrap_err(),
+            JwksError::TooManyKeys(101)
+        );
         let mut big = b"{\"keys\":[],\"pad\":\"".to_vec();
         big.resize(MAX_JWKS_BYTES, b'a');
         big.extend_from_slice(b"\"}");
-        assert!(parse_jwks(&big, &Alg::ALL).unwrap_err().contains("limit"));
+        assert_eq!(
+            parse_jwks(&big, &Alg::ALL).unwrap_err().to_string(),
+            format!("JWKS is {} bytes, the limit is 262144", MAX_JWKS_BYTES + 2)
+        );
     }
 
     #[test]
