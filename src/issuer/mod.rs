@@ -233,9 +233,13 @@ impl Issuer {
         client_ip: IpAddr,
         now: i64,
     ) -> EndpointResponse {
-        let (grant, outcome) = self
-            .token_request(body, content_type, authorization, client_ip, now)
-            .await;
+        let (grant, outcome) = match read_form(body, content_type) {
+            Ok(form) => {
+                self.token_request(&form, authorization, client_ip, now)
+                    .await
+            }
+            Err(f) => ("unknown", Err(f)),
+        };
         let result = match &outcome {
             Ok(_) => "ok",
             Err(f) => f.label(),
@@ -247,18 +251,14 @@ impl Issuer {
         outcome.unwrap_or_else(|f| f.response())
     }
 
+    /// The grant a well-formed request asks for (the metric label) and its outcome.
     async fn token_request(
         &self,
-        body: &[u8],
-        content_type: Option<&[u8]>,
+        form: &Form,
         authorization: Option<&[u8]>,
         ip: IpAddr,
         now: i64,
     ) -> (&'static str, Result<EndpointResponse, Failure>) {
-        let form = match read_form(body, content_type) {
-            Ok(f) => f,
-            Err(f) => return ("unknown", Err(f)),
-        };
         let grant = match form.get("grant_type").map(String::as_str) {
             Some("password") => "password",
             Some("client_credentials") => "client_credentials",
@@ -271,10 +271,10 @@ impl Issuer {
             }
         };
         let outcome = async {
-            let basic = client_credentials(&form, authorization)?;
+            let basic = client_credentials(form, authorization)?;
             let requested = requested_scopes(form.get("scope"))?;
             if grant == "password" {
-                self.password_grant(&form, basic, requested, ip, now).await
+                self.password_grant(form, basic, requested, ip, now).await
             } else {
                 self.client_credentials_grant(basic, requested, ip, now)
                     .await
