@@ -458,7 +458,7 @@ fn ec_key(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::auth::test_support::{b64, jwks, with, without, Signer};
+    use crate::auth::test_support::{b64, jwks, rsa_algs, with, without, Signer};
     use serde_json::json;
 
     /// Parse a one-key JWKS and return the refusal reason (panics if the key was accepted).
@@ -491,14 +491,7 @@ mod tests {
             assert!(key.verify(b"msg", &s));
             assert!(!key.verify(b"msh", &s));
         }
-        for alg in [
-            Alg::RS256,
-            Alg::RS384,
-            Alg::RS512,
-            Alg::PS256,
-            Alg::PS384,
-            Alg::PS512,
-        ] {
+        for alg in rsa_algs() {
             let signer = Signer::rsa();
             let key = accepted(with(signer.jwk("r"), "alg", json!(alg.as_str())), &all);
             assert_eq!(key.alg, alg);

@@ -82,15 +82,10 @@ impl Signer {
             Signer::Ec(kp, _) => kp.sign(&rng, msg).unwrap().as_ref().to_vec(),
             Signer::Ed(kp) => kp.sign(msg).as_ref().to_vec(),
             Signer::Rsa(kp) => {
-                let enc: &'static dyn sig::RsaEncoding = match alg {
-                    Alg::RS256 => &sig::RSA_PKCS1_SHA256,
-                    Alg::RS384 => &sig::RSA_PKCS1_SHA384,
-                    Alg::RS512 => &sig::RSA_PKCS1_SHA512,
-                    Alg::PS256 => &sig::RSA_PSS_SHA256,
-                    Alg::PS384 => &sig::RSA_PSS_SHA384,
-                    Alg::PS512 => &sig::RSA_PSS_SHA512,
-                    _ => panic!("not an RSA alg"),
-                };
+                let (_, enc) = rsa_algs()
+                    .zip(RSA_SIGNING)
+                    .find(|(a, _)| *a == alg)
+                    .expect("an RSA alg");
                 let mut out = vec![0u8; kp.public_modulus_len()];
                 kp.sign(enc, &rng, msg, &mut out).unwrap();
                 out
@@ -98,6 +93,21 @@ impl Signer {
         }
     }
 }
+
+/// The RSA algorithms, in `Alg::ALL` order.
+pub fn rsa_algs() -> impl Iterator<Item = Alg> {
+    Alg::ALL.into_iter().filter(|a| a.is_rsa())
+}
+
+/// The signing padding of each of [`rsa_algs`], in the same order.
+const RSA_SIGNING: [&dyn sig::RsaEncoding; 6] = [
+    &sig::RSA_PKCS1_SHA256,
+    &sig::RSA_PKCS1_SHA384,
+    &sig::RSA_PKCS1_SHA512,
+    &sig::RSA_PSS_SHA256,
+    &sig::RSA_PSS_SHA384,
+    &sig::RSA_PSS_SHA512,
+];
 
 pub fn jwks(keys: &[Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "keys": keys })).unwrap()

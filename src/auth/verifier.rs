@@ -181,7 +181,9 @@ fn assemble(
 mod tests {
     use super::*;
     use crate::auth::jwk::parse_jwks;
-    use crate::auth::test_support::{b64, jwks, rsa_pair, rsa_pair_2, with, without, Signer};
+    use crate::auth::test_support::{
+        b64, jwks, rsa_algs, rsa_pair, rsa_pair_2, with, without, Signer,
+    };
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair};
     use serde_json::json;
@@ -274,14 +276,7 @@ mod tests {
             Fx::new(Signer::es384(), Alg::ES384),
             Fx::new(Signer::ed25519(), Alg::EdDSA),
         ];
-        for alg in [
-            Alg::RS256,
-            Alg::RS384,
-            Alg::RS512,
-            Alg::PS256,
-            Alg::PS384,
-            Alg::PS512,
-        ] {
+        for alg in rsa_algs() {
             fxs.push(Fx::new(Signer::rsa(), alg));
         }
         for fx in fxs {
@@ -389,13 +384,7 @@ mod tests {
                 let tag = hmac::sign(&key, input.as_bytes());
                 let tok = format!("{input}.{}", b64(tag.as_ref()));
                 let e = err(fx.run(&tok));
-                assert_eq!(
-                    e,
-                    TokenError {
-                        kind: Rejection::Malformed,
-                        description: "algorithm not supported"
-                    }
-                );
+                assert_eq!(e, TokenError::malformed("algorithm not supported"));
             }
         }
     }
@@ -449,13 +438,7 @@ mod tests {
         ];
         for s in cases {
             let e = err(fx.run(&with_sig(&tok, &s)));
-            assert_eq!(
-                e,
-                TokenError {
-                    kind: Rejection::BadSignature,
-                    description: "bad signature"
-                }
-            );
+            assert_eq!(e, TokenError::new(Rejection::BadSignature, "bad signature"));
         }
     }
 
@@ -524,10 +507,7 @@ mod tests {
         ] {
             assert_eq!(
                 err(fx.run(&tok)),
-                TokenError {
-                    kind: Rejection::BadSignature,
-                    description: "algorithm not allowed for key"
-                }
+                TokenError::new(Rejection::BadSignature, "algorithm not allowed for key")
             );
         }
     }
@@ -607,35 +587,21 @@ mod tests {
         let forged = mint(&hdr(Alg::RS256, "k1"), &claims(), &other, Alg::RS256);
         assert_eq!(
             err(fx.run(&forged)),
-            TokenError {
-                kind: Rejection::BadSignature,
-                description: "bad signature"
-            }
+            TokenError::new(Rejection::BadSignature, "bad signature")
         );
     }
 
     #[test]
     fn a11_alg_switching_inside_the_rsa_family() {
-        let rsa_algs = [
-            Alg::RS256,
-            Alg::RS384,
-            Alg::RS512,
-            Alg::PS256,
-            Alg::PS384,
-            Alg::PS512,
-        ];
-        for pinned in rsa_algs {
+        for pinned in rsa_algs() {
             let fx = Fx::new(Signer::rsa(), pinned);
             fx.run(&fx.token(&claims())).unwrap();
-            for other in rsa_algs.into_iter().filter(|a| *a != pinned) {
+            for other in rsa_algs().filter(|a| *a != pinned) {
                 // Signed correctly for `other` with the very same private key.
                 let tok = mint(&hdr(other, "k1"), &claims(), &fx.signer, other);
                 assert_eq!(
                     err(fx.run(&tok)),
-                    TokenError {
-                        kind: Rejection::BadSignature,
-                        description: "algorithm not allowed for key"
-                    },
+                    TokenError::new(Rejection::BadSignature, "algorithm not allowed for key"),
                     "{pinned} <- {other}"
                 );
             }
@@ -711,10 +677,7 @@ mod tests {
             let tok = mint(&hdr(Alg::ES256, kid), &claims(), &fx.signer, Alg::ES256);
             assert_eq!(
                 err(fx.run(&tok)),
-                TokenError {
-                    kind: Rejection::UnknownKid,
-                    description: "unknown key id"
-                },
+                TokenError::new(Rejection::UnknownKid, "unknown key id"),
                 "{kid}"
             );
         }
@@ -768,10 +731,7 @@ mod tests {
         let tok = mint(&json!({"alg":"ES256"}), &claims(), &fx.signer, Alg::ES256);
         assert_eq!(
             err(fx.run(&tok)),
-            TokenError {
-                kind: Rejection::Malformed,
-                description: "missing header: kid"
-            }
+            TokenError::malformed("missing header: kid")
         );
     }
 
@@ -825,13 +785,7 @@ mod tests {
         ];
         for (h, why) in cases {
             let tok = mint(&h, &claims(), &fx.signer, Alg::ES256);
-            assert_eq!(
-                err(fx.run(&tok)),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: why
-                }
-            );
+            assert_eq!(err(fx.run(&tok)), TokenError::malformed(why));
         }
         // A nested JWT as the payload (a JSON string) is not an object.
         let inner = fx.token(&claims());
@@ -877,10 +831,7 @@ mod tests {
         ] {
             assert_eq!(
                 err(fx.run(&with_typ(bad))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "token type not accepted"
-                },
+                TokenError::malformed("token type not accepted"),
                 "{bad:?}"
             );
         }
@@ -956,10 +907,7 @@ mod tests {
         );
         assert_eq!(
             err(fx.run(&t)),
-            TokenError {
-                kind: Rejection::Malformed,
-                description: "invalid signature encoding"
-            }
+            TokenError::malformed("invalid signature encoding")
         );
     }
 
@@ -1005,10 +953,7 @@ mod tests {
         for p in &payloads {
             assert_eq!(
                 err(fx.run(&sign(h, p))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid payload"
-                },
+                TokenError::malformed("invalid payload"),
                 "{p}"
             );
         }
@@ -1020,10 +965,7 @@ mod tests {
             let ok_payload = claims().to_string();
             assert_eq!(
                 err(fx.run(&sign(hd, &ok_payload))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid header"
-                }
+                TokenError::malformed("invalid header")
             );
         }
     }
@@ -1103,10 +1045,7 @@ mod tests {
             let tok = fx.token(&with(claims(), "iss", iss.clone()));
             assert_eq!(
                 decode(&tok, MAX).unwrap_err(),
-                TokenError {
-                    kind: Rejection::WrongIssuer,
-                    description: "invalid claim: iss"
-                },
+                TokenError::new(Rejection::WrongIssuer, "invalid claim: iss"),
                 "{iss}"
             );
         }
@@ -1123,10 +1062,7 @@ mod tests {
         // C1 missing.
         assert_eq!(
             err(fx.run(&fx.token(&without(claims(), "exp")))),
-            TokenError {
-                kind: Rejection::Malformed,
-                description: "missing claim: exp"
-            }
+            TokenError::malformed("missing claim: exp")
         );
         // C2 string, C5 -1/true/null/2^64/1e300, C7 u64::MAX.
         for bad in [
@@ -1141,10 +1077,7 @@ mod tests {
         ] {
             assert_eq!(
                 e(bad.clone()),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid claim: exp"
-                },
+                TokenError::malformed("invalid claim: exp"),
                 "{bad}"
             );
         }
@@ -1164,10 +1097,7 @@ mod tests {
         // C6 zero / past.
         assert_eq!(
             e(json!(0)),
-            TokenError {
-                kind: Rejection::Expired,
-                description: "token expired"
-            }
+            TokenError::new(Rejection::Expired, "token expired")
         );
         assert_eq!(e(json!(NOW - 3600)).kind, Rejection::Expired);
         // C8 inside leeway, C9 outside.
@@ -1184,10 +1114,7 @@ mod tests {
         let mut fx = Fx::es256();
         fx.policy.max_lifetime_secs = Some(24 * 3600);
         let century = NOW + 100 * 365 * 24 * 3600;
-        let too_long = TokenError {
-            kind: Rejection::Malformed,
-            description: "token lifetime too long",
-        };
+        let too_long = TokenError::malformed("token lifetime too long");
         assert_eq!(
             err(fx.run(&fx.token(&with(claims(), "exp", json!(century))))),
             too_long
@@ -1214,10 +1141,7 @@ mod tests {
     #[test]
     fn c10_to_c13_nbf_iat() {
         let fx = Fx::es256();
-        let nyv = TokenError {
-            kind: Rejection::NotYetValid,
-            description: "token not yet valid",
-        };
+        let nyv = TokenError::new(Rejection::NotYetValid, "token not yet valid");
         // C10
         assert_eq!(
             err(fx.run(&fx.token(&with(claims(), "nbf", json!(NOW + 3600))))),
@@ -1240,29 +1164,20 @@ mod tests {
         ] {
             assert_eq!(
                 err(fx.run(&fx.token(&with(claims(), "nbf", bad)))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid claim: nbf"
-                }
+                TokenError::malformed("invalid claim: nbf")
             );
         }
         // C13: iat far in the future, or not a date.
         assert_eq!(
             err(fx.run(&fx.token(&with(claims(), "iat", json!(NOW + 86400))))),
-            TokenError {
-                kind: Rejection::NotYetValid,
-                description: "iat in the future"
-            }
+            TokenError::new(Rejection::NotYetValid, "iat in the future")
         );
         fx.run(&fx.token(&with(claims(), "iat", json!(NOW + 30))))
             .unwrap();
         for bad in [json!("x"), json!(-1), json!({})] {
             assert_eq!(
                 err(fx.run(&fx.token(&with(claims(), "iat", bad)))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid claim: iat"
-                }
+                TokenError::malformed("invalid claim: iat")
             );
         }
         // iat is optional.
@@ -1302,10 +1217,7 @@ mod tests {
     #[test]
     fn c14_to_c17_iss() {
         let fx = Fx::es256();
-        let wrong = TokenError {
-            kind: Rejection::WrongIssuer,
-            description: "invalid claim: iss",
-        };
+        let wrong = TokenError::new(Rejection::WrongIssuer, "invalid claim: iss");
         // The caller chose this provider although iss differs (defence in depth in verify).
         for iss in [
             "https://id.example.com/",
@@ -1328,10 +1240,7 @@ mod tests {
     #[test]
     fn c18_to_c22_aud() {
         let mut fx = Fx::es256();
-        let wrong = TokenError {
-            kind: Rejection::WrongAudience,
-            description: "invalid claim: aud",
-        };
+        let wrong = TokenError::new(Rejection::WrongAudience, "invalid claim: aud");
         fx.run(&fx.token(&with(claims(), "aud", json!(["other", "gateway"]))))
             .unwrap();
         for aud in [
@@ -1360,10 +1269,7 @@ mod tests {
     #[test]
     fn c23_sub() {
         let fx = Fx::es256();
-        let bad = TokenError {
-            kind: Rejection::Malformed,
-            description: "invalid claim: sub",
-        };
+        let bad = TokenError::malformed("invalid claim: sub");
         for sub in [json!(42), json!(null), json!(["alice"]), json!("")] {
             assert_eq!(err(fx.run(&fx.token(&with(claims(), "sub", sub)))), bad);
         }
@@ -1376,10 +1282,7 @@ mod tests {
         for jti in [json!(1), json!(null), json!(""), json!(["j"])] {
             assert_eq!(
                 err(fx.run(&fx.token(&with(claims(), "jti", jti)))),
-                TokenError {
-                    kind: Rejection::Malformed,
-                    description: "invalid claim: jti"
-                }
+                TokenError::malformed("invalid claim: jti")
             );
         }
         assert_eq!(
@@ -1392,10 +1295,7 @@ mod tests {
         fx.policy.require_jti = true;
         assert_eq!(
             err(fx.run(&fx.token(&without(claims(), "jti")))),
-            TokenError {
-                kind: Rejection::Malformed,
-                description: "missing claim: jti"
-            }
+            TokenError::malformed("missing claim: jti")
         );
         fx.run(&fx.token(&claims())).unwrap();
     }
