@@ -458,7 +458,7 @@ fn ec_key(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::auth::test_support::{b64, jwks, rsa_algs, with, without, Signer};
+    use crate::auth::test_support::{b64, jwks, rsa_algs, with, without, xorshift, Signer};
     use serde_json::json;
 
     /// Parse a one-key JWKS and return the refusal reason (panics if the key was accepted).
@@ -540,40 +540,20 @@ mod tests {
 
     #[test]
     fn a7_curve_and_alg_must_agree() {
-        let all = Alg::ALL;
-        assert!(
-            refused(with(Signer::es256().jwk("e"), "alg", json!("ES384")), &all)
-                .contains("does not match")
-        );
-        assert!(
-            refused(with(Signer::es384().jwk("e"), "alg", json!("ES256")), &all)
-                .contains("does not match")
-        );
-        assert!(refused(
-            with(Signer::ed25519().jwk("e"), "alg", json!("ES256")),
-            &all
-        )
-        .contains("does not match"));
-        assert!(
-            refused(with(Signer::es256().jwk("e"), "alg", json!("RS256")), &all)
-                .contains("does not match")
-        );
-        assert!(
-            refused(with(Signer::rsa().jwk("e"), "alg", json!("EdDSA")), &all)
-                .contains("does not match")
-        );
-        // The curve decides the coordinate length: a P-384 key labelled P-256 is refused.
-        let p384 = Signer::es384().jwk("e");
-        assert!(refused(with(p384, "crv", json!("P-256")), &all).contains("32 bytes"));
-        assert!(
-            refused(with(Signer::es256().jwk("e"), "crv", json!("P-521")), &all)
-                .contains("not supported")
-        );
-        assert!(refused(
-            with(Signer::ed25519().jwk("e"), "crv", json!("X25519")),
-            &all
-        )
-        .contains("not supported"));
+        for (signer, member, value, why) in [
+            (Signer::es256(), "alg", "ES384", "does not match"),
+            (Signer::es384(), "alg", "ES256", "does not match"),
+            (Signer::ed25519(), "alg", "ES256", "does not match"),
+            (Signer::es256(), "alg", "RS256", "does not match"),
+            (Signer::rsa(), "alg", "EdDSA", "does not match"),
+            // The curve decides the coordinate length: a P-384 key labelled P-256 is refused.
+            (Signer::es384(), "crv", "P-256", "32 bytes"),
+            (Signer::es256(), "crv", "P-521", "not supported"),
+            (Signer::ed25519(), "crv", "X25519", "not supported"),
+        ] {
+            let reason = refused(with(signer.jwk("e"), member, json!(value)), &Alg::ALL);
+            assert!(reason.contains(why), "{member}={value}: {reason}");
+        }
     }
 
     #[test]
@@ -696,17 +676,18 @@ mod tests {
 
     #[test]
     fn whole_document_errors() {
-        for bad in [
-            &b""[..],
-            b"garbage",
-            b"[]",
-            b"{}",
-            b"{\"keys\":{}}",
-            b"{\"keys\":null}",
-            b"{\"keys\":[],\"keys\":[]}",
-            b"\xff\xfe",
-            b"{\"keys\":[]} x",
-        ] {
+        let json = [
+            "",
+            "garbage",
+            "[]",
+            "{}",
+            r#"{"keys":{}}"#,
+            r#"{"keys":null}"#,
+            r#"{"keys":[],"keys":[]}"#,
+            r#"{"keys":[]} x"#,
+        ];
+        let not_utf8: &[u8] = b"\xff\xfe";
+        for bad in json.map(str::as_bytes).into_iter().chain([not_utf8]) {
             assert!(
                 parse_jwks(bad, &Alg::ALL).is_err(),
                 "{:?}",
@@ -741,11 +722,7 @@ mod tests {
             Signer::ed25519().jwk("b"),
             with(Signer::rsa().jwk("c"), "alg", json!("RS256")),
         ]);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..3000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+        for seed in xorshift(0x2545_f491_4f6c_dd1d).take(3000) {
             let mut m = doc.clone();
             let i = (seed as usize) % m.len();
             match seed % 3 {

@@ -113,6 +113,17 @@ pub fn jwks(keys: &[Value]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "keys": keys })).unwrap()
 }
 
+/// An endless xorshift64 sequence from `seed`: the crude fuzz loops mutate the same way on
+/// every run, so a failure reproduces.
+pub fn xorshift(mut seed: u64) -> impl Iterator<Item = u64> {
+    std::iter::repeat_with(move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    })
+}
+
 /// `v` with member `k` set to `x`.
 pub fn with(mut v: Value, k: &str, x: Value) -> Value {
     v[k] = x;
