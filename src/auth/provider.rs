@@ -918,6 +918,18 @@ mod tests {
         }
     }
 
+    impl Reply {
+        fn header(mut self, name: &'static str, value: &str) -> Reply {
+            self.headers.push((name, value.to_owned()));
+            self
+        }
+        /// Answer only after `delay`, to exercise timeouts and single flight.
+        fn delayed(mut self, delay: Duration) -> Reply {
+            self.delay = delay;
+            self
+        }
+    }
+
     type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
     /// A real loopback HTTP/1.1 server: one request per connection, answered by a swappable handler.
@@ -1006,6 +1018,37 @@ mod tests {
         fn last(&self) -> Seen {
             self.seen.lock().last().cloned().unwrap()
         }
+
+        /// A provider fetching `{base}/jwks` from this server, with `tweak` applied to the
+        /// default [`settings`].
+        fn provider(
+            &self,
+            name: &str,
+            tweak: impl FnOnce(&mut JwksSettings),
+        ) -> Arc<ProviderRuntime> {
+            let mut s = settings(JwksSource::Url(format!("{}/jwks", self.base)));
+            tweak(&mut s);
+            ProviderRuntime::new(&unique(name), s)
+        }
+    }
+
+    /// A provider's background loop, for the tests that follow its schedule.
+    struct Running {
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn start(p: &Arc<ProviderRuntime>) -> Running {
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(p.clone().run(rx));
+            Running { stop, task }
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            self.task.await.unwrap();
+        }
     }
 
     /// A JWKS with one real P-256 key per kid (the same public key under each kid), so the
@@ -1074,10 +1117,7 @@ mod tests {
     #[tokio::test]
     async fn url_fetch_loads_keys_and_feeds_metrics() {
         let srv = Server::start(|_| reply(200, &jwks(&["a", "b"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("url-ok"),
-            settings(JwksSource::Url(format!("{}/jwks.json", srv.base))),
-        );
+        let p = srv.provider("url-ok", |_| {});
         assert!(!p.is_ready());
         assert!(p.keys().is_empty());
         let mut generation = p.subscribe();
@@ -1086,7 +1126,7 @@ mod tests {
         assert!(p.is_ready());
         assert!(generation.has_changed().unwrap());
         assert_eq!(*generation.borrow_and_update(), 1);
-        assert_eq!(srv.last().path, "/jwks.json");
+        assert_eq!(srv.last().path, "/jwks");
         let st = p.status();
         assert_eq!(st.keys, vec!["a", "b"]);
         assert!(st.ready);
@@ -1106,15 +1146,10 @@ mod tests {
             if req.header("if-none-match") == Some("\"v1\"") {
                 return reply(304, "");
             }
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("ETag", "\"v1\"".into()));
-            r
+            reply(200, &jwks(&["a"])).header("ETag", "\"v1\"")
         })
         .await;
-        let p = ProviderRuntime::new(
-            &unique("etag"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("etag", |_| {});
         let generation = p.subscribe();
         fetch_now(&p).await;
         assert!(srv.last().header("if-none-match").is_none());
@@ -1134,10 +1169,7 @@ mod tests {
     #[tokio::test]
     async fn unsolicited_304_is_an_error() {
         let srv = Server::start(|_| reply(304, "")).await;
-        let p = ProviderRuntime::new(
-            &unique("304"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("304", |_| {});
         fetch_now(&p).await;
         assert_eq!(refreshes(&p, "error"), 1);
         assert!(!p.is_ready());
@@ -1168,16 +1200,10 @@ mod tests {
 
     #[tokio::test]
     async fn max_age_sets_the_next_scheduled_fetch() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("Cache-Control", "max-age=45".into()));
-            r
-        })
-        .await;
-        let p = ProviderRuntime::new(
-            &unique("maxage"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["a"])).header("Cache-Control", "max-age=45"))
+                .await;
+        let p = srv.provider("maxage", |_| {});
         fetch_now(&p).await;
         let due = p.state.lock().next_due.unwrap();
         let delay = due.duration_since(Instant::now());
@@ -1187,19 +1213,11 @@ mod tests {
         );
 
         // The loop follows the schedule: max-age=0 means "every min_refresh".
-        srv.set(|_| {
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("Cache-Control", "max-age=0".into()));
-            r
-        });
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(40);
-        let p = ProviderRuntime::new(&unique("maxage-loop"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        srv.set(|_| reply(200, &jwks(&["a"])).header("Cache-Control", "max-age=0"));
+        let p = srv.provider("maxage-loop", |s| s.min_refresh = Duration::from_millis(40));
+        let running = Running::start(&p);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         let n = refreshes(&p, "ok");
         assert!((4..=9).contains(&n), "{n} fetches in 300 ms");
     }
@@ -1207,26 +1225,19 @@ mod tests {
     #[tokio::test]
     async fn failures_keep_the_last_good_keys() {
         let srv = Server::start(|_| reply(200, &jwks(&["good"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("keep"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("keep", |_| {});
         fetch_now(&p).await;
         let bad: Vec<Handler> = vec![
             Box::new(|_| reply(500, "oops")),
             Box::new(|_| reply(200, "not json")),
             Box::new(|_| reply(200, r#"{"keys":[]}"#)),
             Box::new(|_| reply(200, r#"{"keys":[{"kty":"EC"}]}"#)),
-            Box::new(|_| {
-                let mut r = reply(302, "");
-                r.headers.push(("Location", "/elsewhere".into()));
-                r
-            }),
+            Box::new(|_| reply(302, "").header("Location", "/elsewhere")),
             Box::new(|_| reply(200, &" ".repeat(MAX_JWKS_BYTES + 1))),
         ];
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.fetch_timeout = Duration::from_millis(200);
-        let p2 = ProviderRuntime::new(&unique("keep-timeout"), s);
+        let p2 = srv.provider("keep-timeout", |s| {
+            s.fetch_timeout = Duration::from_millis(200)
+        });
         for (i, h) in bad.into_iter().enumerate() {
             srv.set(h);
             fetch_now(&p).await;
@@ -1237,11 +1248,7 @@ mod tests {
         }
         assert!(!srv.seen.lock().iter().any(|r| r.path == "/elsewhere"));
         // Timeouts: a slow server and a short fetch_timeout.
-        srv.set(|_| {
-            let mut r = reply(200, &jwks(&["late"]));
-            r.delay = Duration::from_millis(500);
-            r
-        });
+        srv.set(|_| reply(200, &jwks(&["late"])).delayed(Duration::from_millis(500)));
         fetch_now(&p2).await;
         assert!(p2.keys().is_empty());
         let err = p2.status().last_error.unwrap();
@@ -1259,14 +1266,10 @@ mod tests {
     #[tokio::test]
     async fn error_backs_off_for_min_refresh() {
         let srv = Server::start(|_| reply(503, "")).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(100);
-        let p = ProviderRuntime::new(&unique("backoff"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let p = srv.provider("backoff", |s| s.min_refresh = Duration::from_millis(100));
+        let running = Running::start(&p);
         tokio::time::sleep(Duration::from_millis(350)).await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         let n = srv.hits();
         assert!((3..=5).contains(&n), "{n} fetches in 350 ms");
     }
@@ -1274,13 +1277,12 @@ mod tests {
     #[tokio::test]
     async fn max_stale_discards_keys_and_a_success_restores_them() {
         let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(20);
-        s.refresh_interval = Duration::from_millis(20);
-        s.max_stale = Duration::from_millis(150);
-        let p = ProviderRuntime::new(&unique("stale"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let p = srv.provider("stale", |s| {
+            s.min_refresh = Duration::from_millis(20);
+            s.refresh_interval = Duration::from_millis(20);
+            s.max_stale = Duration::from_millis(150);
+        });
+        let running = Running::start(&p);
         eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
         srv.set(|_| reply(500, ""));
         tokio::time::sleep(Duration::from_millis(80)).await;
@@ -1300,21 +1302,15 @@ mod tests {
         eventually("restored", Duration::from_secs(2), || p.is_ready()).await;
         assert_eq!(p.keys().kids(), vec!["a"]);
         assert!(p.status().last_error.is_none());
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn unknown_kid_storm_costs_at_most_one_fetch_per_min_refresh() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["real"]));
-            r.delay = Duration::from_millis(50);
-            r
-        })
-        .await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(400);
-        let p = ProviderRuntime::new(&unique("storm"), s);
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["real"])).delayed(Duration::from_millis(50)))
+                .await;
+        let p = srv.provider("storm", |s| s.min_refresh = Duration::from_millis(400));
         let storm = |tag: &'static str| {
             let tasks: Vec<_> = (0..100)
                 .map(|i| {
@@ -1347,9 +1343,7 @@ mod tests {
     #[tokio::test]
     async fn refresh_for_kid_finds_a_newly_published_key() {
         let srv = Server::start(|_| reply(200, &jwks(&["old"]))).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(100);
-        let p = ProviderRuntime::new(&unique("rotate"), s);
+        let p = srv.provider("rotate", |s| s.min_refresh = Duration::from_millis(100));
         fetch_now(&p).await;
         assert!(p.refresh_for_kid("old").await);
         srv.set(|_| reply(200, &jwks(&["old", "new"])));
@@ -1364,15 +1358,9 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_for_kid_waits_at_most_fetch_timeout() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["k"]));
-            r.delay = Duration::from_secs(5);
-            r
-        })
-        .await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.fetch_timeout = Duration::from_millis(150);
-        let p = ProviderRuntime::new(&unique("wait"), s);
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["k"])).delayed(Duration::from_secs(5))).await;
+        let p = srv.provider("wait", |s| s.fetch_timeout = Duration::from_millis(150));
         let t = Instant::now();
         assert!(!p.refresh_for_kid("k").await);
         assert!(
@@ -1452,8 +1440,7 @@ mod tests {
         s.refresh_interval = Duration::from_millis(30);
         s.min_refresh = Duration::from_millis(30);
         let p = ProviderRuntime::new(&unique("file"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let running = Running::start(&p);
         eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
         assert_eq!(p.keys().kids(), vec!["f1"]);
 
@@ -1474,8 +1461,7 @@ mod tests {
             refreshes(&p, "not_modified") >= 1
         })
         .await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         assert!(refreshes(&p, "ok") <= 4, "{}", refreshes(&p, "ok"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1501,10 +1487,7 @@ mod tests {
     #[tokio::test]
     async fn run_stops_on_shutdown() {
         let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("stop"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("stop", |_| {});
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(p.clone().run(rx));
         eventually("load", Duration::from_secs(2), || p.is_ready()).await;
