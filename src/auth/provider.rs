@@ -1287,12 +1287,18 @@ mod tests {
         srv.set(|_| reply(500, ""));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(p.keys().kids(), vec!["a"], "kept while within max_stale");
+        // The status is read in the same look that sees the keys gone: the next failed fetch
+        // (every 20 ms) replaces last_error with its own reason.
+        let mut seen = None;
         eventually("keys discarded", Duration::from_secs(2), || {
-            p.keys().is_empty()
+            let st = p.status();
+            let discarded = st.keys.is_empty();
+            seen = Some(st);
+            discarded
         })
         .await;
         assert!(!p.is_ready());
-        let st = p.status();
+        let st = seen.unwrap();
         assert!(!st.ready);
         assert!(st.keys.is_empty());
         assert!(st.last_error.unwrap().contains("keys discarded"));
