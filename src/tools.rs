@@ -1,8 +1,9 @@
-//! Operator tools behind the `keygen`, `token` and `hash-password` subcommands (SPEC §1).
+//! Operator tools behind the `keygen`, `token` and `hash-password` subcommands (SPEC §1), and the
+//! key handling the built-in issuer shares with them.
 //!
 //! They live in the library rather than in `main.rs` so that the round trips that matter (a minted
-//! token verifies against the JWKS `keygen` wrote; a hash verifies its password) are unit-tested.
-//! The key handling they share with the built-in issuer is in [`crate::keys`].
+//! token verifies against the JWKS `keygen` wrote; a hash verifies its password) are unit-tested,
+//! and so that the issuer reads its signing key exactly the way `token` does.
 
 use std::fs;
 use std::io::Write;

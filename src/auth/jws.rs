@@ -708,7 +708,7 @@ mod tests {
             (r#"{"alg":"ES256","kid":7}"#, "invalid header: kid"),
             (r#"{"alg":"ES256","kid":"a\nb"}"#, "invalid header: kid"),
             (long_kid.as_str(), "invalid header: kid"),
-            // H6: duplicate members, both orders.
+            // H6: duplicate members, both orders, and duplicates of ignored members.
             (
                 r#"{"alg":"none","alg":"ES256","kid":"k"}"#,
                 "invalid header",
@@ -734,7 +734,7 @@ mod tests {
             (r#""cty":"application/jwt""#, "nested JWT not supported"),
             (r#""cty":1"#, "invalid header: cty"),
             (r#""typ":null"#, "invalid header: typ"),
-            // H6: duplicates of ignored members, and of `kid` spelled with an escape.
+            // The duplicate-member rule again, for ignored members and an escaped `kid`.
             (r#""x":1,"x":2"#, "invalid header"),
             (r#""k\u0069d":"j""#, "invalid header"),
         ] {
