@@ -21,12 +21,14 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
+use portcullis::auth::alg::Alg;
 use portcullis::auth::authenticator::{Authenticator, KeySource, Provider};
 use portcullis::auth::cache::TokenCache;
+use portcullis::auth::claims::ValidationPolicy;
 use portcullis::auth::gate::{self, Identity, RouteAuth};
-use portcullis::auth::jwk::{parse_jwks, Alg, KeySet};
+use portcullis::auth::jwk::{parse_jwks, KeySet};
 use portcullis::auth::policy::AccessPolicy;
-use portcullis::auth::verifier::{decode, verify_owned, ValidationPolicy};
+use portcullis::auth::verifier::{decode, verify_owned};
 use portcullis::config::AuthMode;
 use portcullis::revocation::RevocationList;
 
@@ -118,7 +120,7 @@ fn validation_policy() -> ValidationPolicy {
         issuer: ISS.to_owned(),
         audiences: vec!["api".to_owned()],
         algorithms: Alg::ALL.to_vec(),
-        leeway_secs: 30,
+        leeway_secs: portcullis::auth::claims::DEFAULT_LEEWAY_SECS,
         max_lifetime_secs: Some(86_400),
         require_jti: false,
         accepted_types: vec![],

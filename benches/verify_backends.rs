@@ -110,7 +110,10 @@ fn verify_backends(c: &mut Criterion) {
         assert!(openssl_verify(&case, &case.signature));
         let mut group = c.benchmark_group(format!("verify/{}", case.name));
         group.bench_function("aws-lc", |b| {
-            b.iter(|| case.aws.verify_sig(black_box(MESSAGE), black_box(&case.signature)))
+            b.iter(|| {
+                case.aws
+                    .verify_sig(black_box(MESSAGE), black_box(&case.signature))
+            })
         });
         group.bench_function("openssl", |b| {
             b.iter(|| openssl_verify(&case, black_box(&case.signature)))

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::claims::DEFAULT_LEEWAY_SECS;
 use crate::auth::verifier;
 use crate::reload;
 use crate::request_body::{read_capped, BodyError};
@@ -19,9 +20,6 @@ use crate::revocation::store::Record;
 use crate::state::Shared;
 
 const MAX_BODY: usize = 64 * 1024;
-/// Leeway added to a jti entry's expiry when the token's issuer is not a configured provider.
-const DEFAULT_LEEWAY: i64 = 30;
-
 pub struct AdminApp {
     pub shared: Arc<Shared>,
 }
@@ -261,7 +259,7 @@ impl AdminApp {
         snap.auth
             .as_ref()
             .and_then(|a| a.provider_by_issuer(iss))
-            .map_or((DEFAULT_LEEWAY, None), |p| {
+            .map_or((DEFAULT_LEEWAY_SECS, None), |p| {
                 (p.policy.leeway_secs, p.policy.max_lifetime_secs)
             })
     }

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod forwarding;
 pub mod hygiene;
 pub mod issuer;
+pub mod keys;
 pub mod metric_handles;
 pub mod metrics;
 pub mod pipeline;

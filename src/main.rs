@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pingora::server::configuration::Opt;
-use portcullis::tools;
+use portcullis::tools::{self, ToolError};
 
 /// jemalloc by default: under glibc malloc every idle connection keeps its zero-filled read
 /// buffer resident and a burst of connections never gives its memory back (README, "Memory per
@@ -26,8 +26,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// when the gateway goes quiet after a burst.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[export_name = "malloc_conf"]
-pub static JEMALLOC_CONF: JemallocConf =
-    JemallocConf(c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+pub static JEMALLOC_CONF: JemallocConf = JemallocConf(
+    c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0"
+        .as_ptr(),
+);
 
 /// A C string pointer jemalloc reads at start-up; it points at a static literal.
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
@@ -155,7 +157,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_tool(tool: Tool) -> Result<(), String> {
+/// Why a tool failed; printed after `portcullis: `.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// A problem with the `--key` file, named in front of the message.
+    #[error("{}: {source}", path.display())]
+    KeyFile { path: PathBuf, source: ToolError },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--kid is required for this key file name")]
+    NoKid,
+    #[error("--ttl: {0}")]
+    Ttl(String),
+    #[error("stdin: {0}")]
+    Stdin(std::io::Error),
+}
+
+fn run_tool(tool: Tool) -> Result<(), CliError> {
     match tool {
         Tool::Keygen {
             alg,
@@ -182,27 +205,25 @@ fn run_tool(tool: Tool) -> Result<(), String> {
             claims,
             alg,
         } => {
-            let pem = std::fs::read(&key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let pem = std::fs::read(&key).map_err(|source| CliError::Read {
+                path: key.clone(),
+                source,
+            })?;
             let kid = match kid {
                 Some(k) => k,
                 None => key
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .map(str::to_string)
-                    .ok_or_else(|| "--kid is required for this key file name".to_string())?,
+                    .ok_or(CliError::NoKid)?,
             };
-            let ttl =
-                portcullis::config::parse_duration(&ttl).map_err(|e| format!("--ttl: {e}"))?;
+            let ttl = portcullis::config::parse_duration(&ttl).map_err(CliError::Ttl)?;
             let ttl_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
             let extra = claims
                 .iter()
                 .map(|c| tools::parse_claim_arg(c))
                 .collect::<Result<Vec<_>, _>>()?;
             let alg = alg.as_deref().map(tools::parse_algorithm).transpose()?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|e| e.to_string())?
-                .as_secs();
             let req = tools::MintRequest {
                 kid: &kid,
                 iss: &iss,
@@ -212,10 +233,10 @@ fn run_tool(tool: Tool) -> Result<(), String> {
                 ttl_secs,
                 extra_claims: &extra,
                 alg,
-                now: i64::try_from(now).map_err(|e| e.to_string())?,
+                now: portcullis::clock::unix_now(),
             };
-            let token =
-                tools::mint_token(&pem, &req).map_err(|e| format!("{}: {e}", key.display()))?;
+            let token = tools::mint_token(&pem, &req)
+                .map_err(|source| CliError::KeyFile { path: key, source })?;
             println!("{token}");
             Ok(())
         }
@@ -226,15 +247,13 @@ fn run_tool(tool: Tool) -> Result<(), String> {
                 // Interactive: one line is the password (Enter ends it, no Ctrl-D needed).
                 eprint!("Password: ");
                 let mut line = String::new();
-                stdin
-                    .read_line(&mut line)
-                    .map_err(|e| format!("stdin: {e}"))?;
+                stdin.read_line(&mut line).map_err(CliError::Stdin)?;
                 input = line.into_bytes();
             } else {
                 stdin
                     .lock()
                     .read_to_end(&mut input)
-                    .map_err(|e| format!("stdin: {e}"))?;
+                    .map_err(CliError::Stdin)?;
             }
             let phc = tools::hash_password(tools::strip_one_newline(&input))?;
             println!("{phc}");

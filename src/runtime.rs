@@ -10,13 +10,14 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
+use crate::auth::alg::Alg;
 use crate::auth::authenticator::{Authenticator, KeySource, Provider};
 use crate::auth::cache::TokenCache;
+use crate::auth::claims::ValidationPolicy;
 use crate::auth::gate::RouteAuth;
-use crate::auth::jwk::{parse_jwks, Alg};
+use crate::auth::jwk::parse_jwks;
 use crate::auth::policy::AccessPolicy;
 use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
-use crate::auth::verifier::ValidationPolicy;
 use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
 use crate::issuer::Issuer;
 use crate::metric_handles::RouteMetrics;
@@ -319,7 +320,7 @@ fn issuer_provider(iss: &Issuer) -> Result<Provider, String> {
             issuer: iss.issuer().to_string(),
             audiences: vec![iss.audience().to_string()],
             algorithms: vec![alg],
-            leeway_secs: 30,
+            leeway_secs: crate::auth::claims::DEFAULT_LEEWAY_SECS,
             max_lifetime_secs: None,
             require_jti: true,
             accepted_types: Vec::new(),

@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::tls::ssl::SslMode;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::Opt;
@@ -18,6 +17,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use pingora::services::ServiceReadyNotifier;
+use pingora::tls::ssl::SslMode;
 
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};

@@ -91,3 +91,20 @@ impl<'de> serde::Deserialize<'de> for Alg {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alg_names() {
+        for a in Alg::ALL {
+            assert_eq!(Alg::parse(a.as_str()), Some(a));
+        }
+        for bad in [
+            "none", "None", "HS256", "HS384", "HS512", "es256", "ES512", "RSA-OAEP", " ES256", "",
+        ] {
+            assert_eq!(Alg::parse(bad), None, "{bad}");
+        }
+    }
+}

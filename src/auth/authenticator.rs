@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::cache::TokenCache;
+use crate::auth::claims::ValidationPolicy;
 use crate::auth::jwk::KeySet;
 use crate::auth::provider::{ProviderRuntime, ProviderStatus};
-use crate::auth::verifier::{self, Rejection, TokenError, ValidationPolicy, VerifiedToken};
+use crate::auth::rejection::{Rejection, TokenError};
+use crate::auth::verifier::{self, VerifiedToken};
 use crate::metrics;
 
 /// Where a provider's keys come from: a JWKS kept fresh in the background, or a fixed set (the

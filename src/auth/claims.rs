@@ -5,10 +5,13 @@
 //! (jwt-hardening §0.2, C11-C23). The rule is uniform: a claim that is present must have the
 //! right type, and a claim that is required must be present.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
+use super::alg::Alg;
 use super::jws::media_type_eq;
-use super::verifier::{Rejection, TokenError, ValidationPolicy};
+use super::rejection::{Rejection, TokenError};
 
 /// The largest NumericDate accepted: 9999-12-31T23:59:59Z. Anything later is not a real
 /// expiry (C5, C7) and would only invite overflow in the arithmetic below.
@@ -16,6 +19,27 @@ pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 /// Largest leeway honoured, whatever the policy says (SPEC §2: at most 5m).
 pub const MAX_LEEWAY_SECS: i64 = 300;
+
+/// Clock skew tolerated when a provider does not configure its own: one value for the config
+/// default, the built-in issuer's provider and the admin API's revocation expiry, so they agree.
+pub const DEFAULT_LEEWAY_SECS: i64 = 30;
+
+/// How one provider's tokens are validated.
+#[derive(Clone, Debug)]
+pub struct ValidationPolicy {
+    /// Provider name, copied into every token it verifies.
+    pub provider: Arc<str>,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    /// Clamped to 0..=300 when used.
+    pub leeway_secs: i64,
+    pub max_lifetime_secs: Option<i64>,
+    pub require_jti: bool,
+    /// Accepted `typ` header values; empty accepts any (or none). Compared case-insensitively,
+    /// with an optional `application/` prefix.
+    pub accepted_types: Vec<String>,
+}
 
 /// RFC 7519 NumericDate: a non-negative integer, or a finite non-negative float rounded to the
 /// nearest second (C3). Strings, booleans, null, negatives and dates past year 9999 are `None`.
@@ -101,13 +125,6 @@ pub struct ValidClaims {
     pub scopes: Vec<String>,
 }
 
-fn malformed(description: &'static str) -> TokenError {
-    TokenError {
-        kind: Rejection::Malformed,
-        description,
-    }
-}
-
 fn optional_date(
     claims: &Map<String, Value>,
     name: &str,
@@ -115,7 +132,9 @@ fn optional_date(
 ) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => numeric_date(v).map(Some).ok_or(malformed(invalid)),
+        Some(v) => numeric_date(v)
+            .map(Some)
+            .ok_or(TokenError::malformed(invalid)),
     }
 }
 
@@ -133,73 +152,67 @@ pub fn validate(
     match claims.get("iss") {
         Some(Value::String(iss)) if *iss == policy.issuer => {}
         _ => {
-            return Err(TokenError {
-                kind: Rejection::WrongIssuer,
-                description: "invalid claim: iss",
-            })
+            return Err(TokenError::new(
+                Rejection::WrongIssuer,
+                "invalid claim: iss",
+            ))
         }
     }
     // H2: explicit typing, when the provider uses it.
     if !policy.accepted_types.is_empty() {
         let ok = typ.is_some_and(|t| policy.accepted_types.iter().any(|a| media_type_eq(t, a)));
         if !ok {
-            return Err(malformed("token type not accepted"));
+            return Err(TokenError::malformed("token type not accepted"));
         }
     }
     // C23: the subject is an identity for revocation, rate limits and upstream headers.
     let sub = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(malformed("invalid claim: sub")),
+        _ => return Err(TokenError::malformed("invalid claim: sub")),
     };
     let exp = match claims.get("exp") {
-        Some(v) => numeric_date(v).ok_or(malformed("invalid claim: exp"))?,
-        None => return Err(malformed("missing claim: exp")),
+        Some(v) => numeric_date(v).ok_or(TokenError::malformed("invalid claim: exp"))?,
+        None => return Err(TokenError::malformed("missing claim: exp")),
     };
     let nbf = optional_date(claims, "nbf", "invalid claim: nbf")?;
     let iat = optional_date(claims, "iat", "invalid claim: iat")?;
     let jti = match claims.get("jti") {
         None => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(_) => return Err(malformed("invalid claim: jti")),
+        Some(_) => return Err(TokenError::malformed("invalid claim: jti")),
     };
-    let scopes = scopes(claims).map_err(malformed)?;
+    let scopes = scopes(claims).map_err(TokenError::malformed)?;
 
     if !audience_ok(claims.get("aud"), &policy.audiences) {
-        return Err(TokenError {
-            kind: Rejection::WrongAudience,
-            description: "invalid claim: aud",
-        });
+        return Err(TokenError::new(
+            Rejection::WrongAudience,
+            "invalid claim: aud",
+        ));
     }
 
     let leeway = policy.leeway_secs.clamp(0, MAX_LEEWAY_SECS);
     if now > exp.saturating_add(leeway) {
-        return Err(TokenError {
-            kind: Rejection::Expired,
-            description: "token expired",
-        });
+        return Err(TokenError::new(Rejection::Expired, "token expired"));
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-        return Err(TokenError {
-            kind: Rejection::NotYetValid,
-            description: "token not yet valid",
-        });
+        return Err(TokenError::new(
+            Rejection::NotYetValid,
+            "token not yet valid",
+        ));
     }
     // C13/R5: a future iat would also slip past a subject cut-off (`iat < before`).
     if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-        return Err(TokenError {
-            kind: Rejection::NotYetValid,
-            description: "iat in the future",
-        });
+        return Err(TokenError::new(Rejection::NotYetValid, "iat in the future"));
     }
     // C7: a token valid for a century is a stolen credential that never dies.
     if let Some(max) = policy.max_lifetime_secs {
         if exp.saturating_sub(iat.unwrap_or(now)) > max {
-            return Err(malformed("token lifetime too long"));
+            return Err(TokenError::malformed("token lifetime too long"));
         }
     }
     // R3: revocation by jti needs one.
     if policy.require_jti && jti.is_none() {
-        return Err(malformed("missing claim: jti"));
+        return Err(TokenError::malformed("missing claim: jti"));
     }
     Ok(ValidClaims {
         sub,

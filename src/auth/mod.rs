@@ -16,4 +16,7 @@ pub mod jwk;
 pub mod jws;
 pub mod policy;
 pub mod provider;
+pub mod rejection;
+#[cfg(test)]
+mod test_support;
 pub mod verifier;

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -27,12 +27,10 @@ use reqwest::{StatusCode, Url};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use crate::auth::jwk::{parse_jwks_reusing, Alg, KeySet};
+use crate::auth::alg::Alg;
+use crate::auth::jwk::{parse_jwks_reusing, JwksError, KeySet, MAX_JWKS_BYTES};
+use crate::clock::unix_now;
 use crate::metrics;
-
-/// Largest JWKS, discovery document or key file we accept. Real key sets are a few KiB; the cap
-/// bounds memory and parse time if an IdP (or whoever sits in front of it) misbehaves.
-pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Largest number of unknown kids remembered at once. A random-kid storm would otherwise grow the
 /// negative cache without bound; when it is full it is simply emptied, which is safe because the
@@ -74,6 +72,83 @@ pub struct ProviderStatus {
     /// Why the last attempt failed, or why the keys were discarded; `None` after a success.
     pub last_error: Option<String>,
     pub ready: bool,
+}
+
+/// Why a JWKS or discovery URL is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("invalid URL {url:?}: {reason}")]
+    Invalid {
+        url: String,
+        reason: <Url as std::str::FromStr>::Err,
+    },
+    #[error("URL must not contain credentials")]
+    Credentials,
+    #[error("URL {0:?} has no host")]
+    NoHost(String),
+    #[error("URL {0:?}: http:// is allowed only for loopback hosts; use https://")]
+    PlainHttp(String),
+    #[error("URL {url:?}: scheme {scheme:?} not allowed; use https://")]
+    Scheme { url: String, scheme: String },
+}
+
+/// The TLS stack could not be set up; every HTTP fetch of the provider fails with this.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot build the JWKS HTTP client: {}", describe(&**.0))]
+struct ClientError(Arc<reqwest::Error>);
+
+/// Why one refresh attempt failed; its text becomes the provider's `last_error`.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Client(ClientError),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("{}", describe(.0))]
+    Transport(reqwest::Error),
+    #[error("{url}: unexpected HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {source}")]
+    Body { url: String, source: BodyError },
+    #[error("{url}: invalid JSON: {source}")]
+    DiscoveryJson {
+        url: String,
+        source: serde_json::Error,
+    },
+    #[error("{url}: issuer {found} does not match {issuer:?}")]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        issuer: String,
+    },
+    #[error("{0}: no jwks_uri string")]
+    NoJwksUri(String),
+    #[error("{url}: jwks_uri: {source}")]
+    JwksUri { url: String, source: UrlError },
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: larger than {MAX_JWKS_BYTES} bytes", .0.display())]
+    FileTooLarge(PathBuf),
+    #[error("304 Not Modified but no keys are held")]
+    NotModifiedWithoutKeys,
+    #[error("invalid JWKS: {0}")]
+    Jwks(#[from] JwksError),
+    #[error("JWKS has no usable keys ({0} rejected)")]
+    NoUsableKeys(usize),
+}
+
+/// Why a response body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("body larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("{}", describe(.0))]
+    Transport(reqwest::Error),
 }
 
 /// Size and modification time of a key file: a change in either means "re-read it".
@@ -132,7 +207,7 @@ pub struct ProviderRuntime {
     name: String,
     settings: JwksSettings,
     /// `None` when the TLS stack could not be set up; every HTTP fetch then fails with this reason.
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, ClientError>,
     keys: ArcSwap<KeySet>,
     state: Mutex<State>,
     /// Bumped whenever the key set is replaced or discarded.
@@ -358,14 +433,14 @@ impl ProviderRuntime {
             let _flight = FlightGuard(&me);
             let result = match tokio::time::timeout(me.settings.fetch_timeout, me.fetch()).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("timed out after {:?}", me.settings.fetch_timeout)),
+                Err(_) => Err(FetchError::Timeout(me.settings.fetch_timeout)),
             };
             me.apply(result);
         });
         Flight::Wait(done)
     }
 
-    async fn fetch(&self) -> Result<Fetched, String> {
+    async fn fetch(&self) -> Result<Fetched, FetchError> {
         match &self.settings.source {
             JwksSource::Url(url) => self.fetch_url(url).await,
             JwksSource::File(path) => self.fetch_file(path).await,
@@ -384,11 +459,13 @@ impl ProviderRuntime {
         }
     }
 
-    fn client(&self) -> Result<&reqwest::Client, String> {
-        self.client.as_ref().map_err(Clone::clone)
+    fn client(&self) -> Result<&reqwest::Client, FetchError> {
+        self.client
+            .as_ref()
+            .map_err(|e| FetchError::Client(e.clone()))
     }
 
-    async fn fetch_url(&self, url: &str) -> Result<Fetched, String> {
+    async fn fetch_url(&self, url: &str) -> Result<Fetched, FetchError> {
         check_jwks_url(url)?;
         let etag = {
             let st = self.state.lock();
@@ -405,20 +482,18 @@ impl ProviderRuntime {
         if let Some(tag) = etag {
             req = req.header(IF_NONE_MATCH, tag);
         }
-        let mut resp = req.send().await.map_err(|e| describe(&e))?;
+        let mut resp = req.send().await.map_err(FetchError::Transport)?;
         let max_age = cache_max_age(resp.headers());
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_MODIFIED if conditional => return Ok(Fetched::NotModified { max_age }),
-            s => return Err(format!("{url}: unexpected HTTP status {}", s.as_u16())),
+            s => return Err(status_error(url, s)),
         }
         let etag = resp
             .headers()
             .get(ETAG)
             .map(|tag| (url.to_owned(), tag.clone()));
-        let body = read_capped(&mut resp)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let body = read_capped(url, &mut resp).await?;
         Ok(Fetched::Body {
             body,
             etag,
@@ -428,7 +503,7 @@ impl ProviderRuntime {
     }
 
     /// OpenID discovery: returns the `jwks_uri`, checked against the same URL policy.
-    async fn discover(&self, issuer: &str) -> Result<String, String> {
+    async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
         let url = discovery_url(issuer);
         check_jwks_url(&url)?;
         let mut resp = self
@@ -437,18 +512,16 @@ impl ProviderRuntime {
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(FetchError::Transport)?;
         if resp.status() != StatusCode::OK {
-            return Err(format!(
-                "{url}: unexpected HTTP status {}",
-                resp.status().as_u16()
-            ));
+            return Err(status_error(&url, resp.status()));
         }
-        let body = read_capped(&mut resp)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let body = read_capped(&url, &mut resp).await?;
         let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("{url}: invalid JSON: {e}"))?;
+            serde_json::from_slice(&body).map_err(|source| FetchError::DiscoveryJson {
+                url: url.clone(),
+                source,
+            })?;
         // OpenID Connect Discovery §4.3: the document must be about the issuer we asked for
         // (a mismatch means a mix-up or a misrouted request).
         if let Some(found) = doc.get("issuer") {
@@ -456,23 +529,27 @@ impl ProviderRuntime {
                 .as_str()
                 .is_some_and(|f| f.strip_suffix('/').unwrap_or(f) == trim_slash(issuer));
             if !same {
-                let shown: String = found.to_string().chars().take(200).collect();
-                return Err(format!("{url}: issuer {shown} does not match {issuer:?}"));
+                return Err(FetchError::IssuerMismatch {
+                    url,
+                    found: found.to_string().chars().take(200).collect(),
+                    issuer: issuer.to_owned(),
+                });
             }
         }
         let jwks_uri = doc
             .get("jwks_uri")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("{url}: no jwks_uri string"))?;
-        check_jwks_url(jwks_uri).map_err(|e| format!("{url}: jwks_uri: {e}"))?;
+            .ok_or_else(|| FetchError::NoJwksUri(url.clone()))?;
+        check_jwks_url(jwks_uri).map_err(|source| FetchError::JwksUri { url, source })?;
         Ok(jwks_uri.to_owned())
     }
 
-    async fn fetch_file(&self, path: &Path) -> Result<Fetched, String> {
-        let shown = path.display();
-        let meta = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| format!("{shown}: {e}"))?;
+    async fn fetch_file(&self, path: &Path) -> Result<Fetched, FetchError> {
+        let file_error = |source| FetchError::File {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = tokio::fs::metadata(path).await.map_err(file_error)?;
         let sig = FileSig {
             modified: meta.modified().ok(),
             len: meta.len(),
@@ -481,18 +558,16 @@ impl ProviderRuntime {
             return Ok(Fetched::NotModified { max_age: None });
         }
         if meta.len() > MAX_JWKS_BYTES as u64 {
-            return Err(format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(FetchError::FileTooLarge(path.to_owned()));
         }
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| format!("{shown}: {e}"))?;
+        let file = tokio::fs::File::open(path).await.map_err(file_error)?;
         let mut body = Vec::with_capacity(meta.len() as usize);
         file.take(MAX_JWKS_BYTES as u64 + 1)
             .read_to_end(&mut body)
             .await
-            .map_err(|e| format!("{shown}: {e}"))?;
+            .map_err(file_error)?;
         if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(FetchError::FileTooLarge(path.to_owned()));
         }
         Ok(Fetched::Body {
             body,
@@ -503,11 +578,11 @@ impl ProviderRuntime {
     }
 
     /// Records the outcome of one attempt: keys, schedule, status and metrics.
-    fn apply(&self, result: Result<Fetched, String>) {
+    fn apply(&self, result: Result<Fetched, FetchError>) {
         let result = result.and_then(|fetched| match fetched {
             Fetched::NotModified { .. } if self.keys.load().is_empty() => {
                 // Our keys were discarded (max_stale) while this request carried their ETag.
-                Err("304 Not Modified but no keys are held".to_owned())
+                Err(FetchError::NotModifiedWithoutKeys)
             }
             Fetched::NotModified { max_age } => Ok((None, max_age)),
             Fetched::Body {
@@ -517,8 +592,7 @@ impl ProviderRuntime {
                 file_sig,
             } => {
                 // Unchanged keys keep their identity, so cached tokens they verified stay valid.
-                let parsed = parse_jwks_reusing(&body, &self.settings.algorithms, &self.keys())
-                    .map_err(|e| format!("invalid JWKS: {e}"))?;
+                let parsed = parse_jwks_reusing(&body, &self.settings.algorithms, &self.keys())?;
                 for r in &parsed.rejected {
                     log::warn!(
                         "provider {}: JWKS key {} ignored: {}",
@@ -530,10 +604,7 @@ impl ProviderRuntime {
                     );
                 }
                 if parsed.keys.is_empty() {
-                    return Err(format!(
-                        "JWKS has no usable keys ({} rejected)",
-                        parsed.rejected.len()
-                    ));
+                    return Err(FetchError::NoUsableKeys(parsed.rejected.len()));
                 }
                 Ok((Some((parsed.keys, etag, file_sig)), max_age))
             }
@@ -594,7 +665,7 @@ impl ProviderRuntime {
                 );
                 {
                     let mut st = self.state.lock();
-                    st.last_error = Some(e);
+                    st.last_error = Some(e.to_string());
                     st.next_due = Some(after(now, self.settings.min_refresh));
                     st.jwks_uri = None;
                 }
@@ -669,15 +740,18 @@ impl Drop for FlightGuard<'_> {
 /// SPEC "JWKS URLs": `https://` anywhere; `http://` only to loopback (127.0.0.0/8, ::1,
 /// localhost). Credentials in the URL are refused so they can never end up in logs.
 /// Config validation calls this too.
-pub fn check_jwks_url(url: &str) -> Result<(), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+pub fn check_jwks_url(url: &str) -> Result<(), UrlError> {
+    let parsed = Url::parse(url).map_err(|reason| UrlError::Invalid {
+        url: url.to_owned(),
+        reason,
+    })?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("URL must not contain credentials".to_owned());
+        return Err(UrlError::Credentials);
     }
     let host = parsed
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("URL {url:?} has no host"))?;
+        .ok_or_else(|| UrlError::NoHost(url.to_owned()))?;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -690,14 +764,13 @@ pub fn check_jwks_url(url: &str) -> Result<(), String> {
             if loopback {
                 Ok(())
             } else {
-                Err(format!(
-                    "URL {url:?}: http:// is allowed only for loopback hosts; use https://"
-                ))
+                Err(UrlError::PlainHttp(url.to_owned()))
             }
         }
-        other => Err(format!(
-            "URL {url:?}: scheme {other:?} not allowed; use https://"
-        )),
+        other => Err(UrlError::Scheme {
+            url: url.to_owned(),
+            scheme: other.to_owned(),
+        }),
     }
 }
 
@@ -713,7 +786,7 @@ fn trim_slash(s: &str) -> &str {
 /// No redirects (a redirect could point the fetch anywhere, K2), one total timeout, no proxies
 /// from the environment, no connection pool (fetches are minutes apart, and a pooled connection
 /// would tie this client to whichever runtime first used it).
-fn build_client(fetch_timeout: Duration) -> Result<reqwest::Client, String> {
+fn build_client(fetch_timeout: Duration) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
@@ -723,22 +796,35 @@ fn build_client(fetch_timeout: Duration) -> Result<reqwest::Client, String> {
         .no_proxy()
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build the JWKS HTTP client: {}", describe(&e)))
+        .map_err(|e| ClientError(Arc::new(e)))
+}
+
+fn status_error(url: &str, status: StatusCode) -> FetchError {
+    FetchError::Status {
+        url: url.to_owned(),
+        status: status.as_u16(),
+    }
 }
 
 /// Reads the body, refusing anything over `MAX_JWKS_BYTES` without buffering it.
-async fn read_capped(resp: &mut reqwest::Response) -> Result<Vec<u8>, String> {
-    let too_big = || format!("body larger than {MAX_JWKS_BYTES} bytes");
+async fn read_capped(url: &str, resp: &mut reqwest::Response) -> Result<Vec<u8>, FetchError> {
+    read_body(resp).await.map_err(|source| FetchError::Body {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+async fn read_body(resp: &mut reqwest::Response) -> Result<Vec<u8>, BodyError> {
     if resp
         .content_length()
         .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
     {
-        return Err(too_big());
+        return Err(BodyError::TooLarge);
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(too_big());
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -792,12 +878,6 @@ fn after(t: Instant, d: Duration) -> Instant {
         .unwrap_or(t)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -835,6 +915,18 @@ mod tests {
             headers: Vec::new(),
             body: body.as_bytes().to_vec(),
             delay: Duration::ZERO,
+        }
+    }
+
+    impl Reply {
+        fn header(mut self, name: &'static str, value: &str) -> Reply {
+            self.headers.push((name, value.to_owned()));
+            self
+        }
+        /// Answer only after `delay`, to exercise timeouts and single flight.
+        fn delayed(mut self, delay: Duration) -> Reply {
+            self.delay = delay;
+            self
         }
     }
 
@@ -926,6 +1018,37 @@ mod tests {
         fn last(&self) -> Seen {
             self.seen.lock().last().cloned().unwrap()
         }
+
+        /// A provider fetching `{base}/jwks` from this server, with `tweak` applied to the
+        /// default [`settings`].
+        fn provider(
+            &self,
+            name: &str,
+            tweak: impl FnOnce(&mut JwksSettings),
+        ) -> Arc<ProviderRuntime> {
+            let mut s = settings(JwksSource::Url(format!("{}/jwks", self.base)));
+            tweak(&mut s);
+            ProviderRuntime::new(&unique(name), s)
+        }
+    }
+
+    /// A provider's background loop, for the tests that follow its schedule.
+    struct Running {
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn start(p: &Arc<ProviderRuntime>) -> Running {
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(p.clone().run(rx));
+            Running { stop, task }
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            self.task.await.unwrap();
+        }
     }
 
     /// A JWKS with one real P-256 key per kid (the same public key under each kid), so the
@@ -940,7 +1063,7 @@ mod tests {
             let kp =
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
             let point = kp.public_key().as_ref().to_vec();
-            let b64 = crate::auth::jwk::tests::b64;
+            let b64 = crate::auth::test_support::b64;
             (b64(&point[1..33]), b64(&point[33..65]))
         });
         let keys: Vec<String> = kids
@@ -994,10 +1117,7 @@ mod tests {
     #[tokio::test]
     async fn url_fetch_loads_keys_and_feeds_metrics() {
         let srv = Server::start(|_| reply(200, &jwks(&["a", "b"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("url-ok"),
-            settings(JwksSource::Url(format!("{}/jwks.json", srv.base))),
-        );
+        let p = srv.provider("url-ok", |_| {});
         assert!(!p.is_ready());
         assert!(p.keys().is_empty());
         let mut generation = p.subscribe();
@@ -1006,7 +1126,7 @@ mod tests {
         assert!(p.is_ready());
         assert!(generation.has_changed().unwrap());
         assert_eq!(*generation.borrow_and_update(), 1);
-        assert_eq!(srv.last().path, "/jwks.json");
+        assert_eq!(srv.last().path, "/jwks");
         let st = p.status();
         assert_eq!(st.keys, vec!["a", "b"]);
         assert!(st.ready);
@@ -1026,15 +1146,10 @@ mod tests {
             if req.header("if-none-match") == Some("\"v1\"") {
                 return reply(304, "");
             }
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("ETag", "\"v1\"".into()));
-            r
+            reply(200, &jwks(&["a"])).header("ETag", "\"v1\"")
         })
         .await;
-        let p = ProviderRuntime::new(
-            &unique("etag"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("etag", |_| {});
         let generation = p.subscribe();
         fetch_now(&p).await;
         assert!(srv.last().header("if-none-match").is_none());
@@ -1054,10 +1169,7 @@ mod tests {
     #[tokio::test]
     async fn unsolicited_304_is_an_error() {
         let srv = Server::start(|_| reply(304, "")).await;
-        let p = ProviderRuntime::new(
-            &unique("304"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("304", |_| {});
         fetch_now(&p).await;
         assert_eq!(refreshes(&p, "error"), 1);
         assert!(!p.is_ready());
@@ -1088,16 +1200,10 @@ mod tests {
 
     #[tokio::test]
     async fn max_age_sets_the_next_scheduled_fetch() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("Cache-Control", "max-age=45".into()));
-            r
-        })
-        .await;
-        let p = ProviderRuntime::new(
-            &unique("maxage"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["a"])).header("Cache-Control", "max-age=45"))
+                .await;
+        let p = srv.provider("maxage", |_| {});
         fetch_now(&p).await;
         let due = p.state.lock().next_due.unwrap();
         let delay = due.duration_since(Instant::now());
@@ -1107,19 +1213,11 @@ mod tests {
         );
 
         // The loop follows the schedule: max-age=0 means "every min_refresh".
-        srv.set(|_| {
-            let mut r = reply(200, &jwks(&["a"]));
-            r.headers.push(("Cache-Control", "max-age=0".into()));
-            r
-        });
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(40);
-        let p = ProviderRuntime::new(&unique("maxage-loop"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        srv.set(|_| reply(200, &jwks(&["a"])).header("Cache-Control", "max-age=0"));
+        let p = srv.provider("maxage-loop", |s| s.min_refresh = Duration::from_millis(40));
+        let running = Running::start(&p);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         let n = refreshes(&p, "ok");
         assert!((4..=9).contains(&n), "{n} fetches in 300 ms");
     }
@@ -1127,26 +1225,19 @@ mod tests {
     #[tokio::test]
     async fn failures_keep_the_last_good_keys() {
         let srv = Server::start(|_| reply(200, &jwks(&["good"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("keep"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("keep", |_| {});
         fetch_now(&p).await;
         let bad: Vec<Handler> = vec![
             Box::new(|_| reply(500, "oops")),
             Box::new(|_| reply(200, "not json")),
             Box::new(|_| reply(200, r#"{"keys":[]}"#)),
             Box::new(|_| reply(200, r#"{"keys":[{"kty":"EC"}]}"#)),
-            Box::new(|_| {
-                let mut r = reply(302, "");
-                r.headers.push(("Location", "/elsewhere".into()));
-                r
-            }),
+            Box::new(|_| reply(302, "").header("Location", "/elsewhere")),
             Box::new(|_| reply(200, &" ".repeat(MAX_JWKS_BYTES + 1))),
         ];
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.fetch_timeout = Duration::from_millis(200);
-        let p2 = ProviderRuntime::new(&unique("keep-timeout"), s);
+        let p2 = srv.provider("keep-timeout", |s| {
+            s.fetch_timeout = Duration::from_millis(200)
+        });
         for (i, h) in bad.into_iter().enumerate() {
             srv.set(h);
             fetch_now(&p).await;
@@ -1157,11 +1248,7 @@ mod tests {
         }
         assert!(!srv.seen.lock().iter().any(|r| r.path == "/elsewhere"));
         // Timeouts: a slow server and a short fetch_timeout.
-        srv.set(|_| {
-            let mut r = reply(200, &jwks(&["late"]));
-            r.delay = Duration::from_millis(500);
-            r
-        });
+        srv.set(|_| reply(200, &jwks(&["late"])).delayed(Duration::from_millis(500)));
         fetch_now(&p2).await;
         assert!(p2.keys().is_empty());
         let err = p2.status().last_error.unwrap();
@@ -1179,14 +1266,10 @@ mod tests {
     #[tokio::test]
     async fn error_backs_off_for_min_refresh() {
         let srv = Server::start(|_| reply(503, "")).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(100);
-        let p = ProviderRuntime::new(&unique("backoff"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let p = srv.provider("backoff", |s| s.min_refresh = Duration::from_millis(100));
+        let running = Running::start(&p);
         tokio::time::sleep(Duration::from_millis(350)).await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         let n = srv.hits();
         assert!((3..=5).contains(&n), "{n} fetches in 350 ms");
     }
@@ -1194,23 +1277,28 @@ mod tests {
     #[tokio::test]
     async fn max_stale_discards_keys_and_a_success_restores_them() {
         let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(20);
-        s.refresh_interval = Duration::from_millis(20);
-        s.max_stale = Duration::from_millis(150);
-        let p = ProviderRuntime::new(&unique("stale"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let p = srv.provider("stale", |s| {
+            s.min_refresh = Duration::from_millis(20);
+            s.refresh_interval = Duration::from_millis(20);
+            s.max_stale = Duration::from_millis(150);
+        });
+        let running = Running::start(&p);
         eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
         srv.set(|_| reply(500, ""));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(p.keys().kids(), vec!["a"], "kept while within max_stale");
+        // The status is read in the same look that sees the keys gone: the next failed fetch
+        // (every 20 ms) replaces last_error with its own reason.
+        let mut seen = None;
         eventually("keys discarded", Duration::from_secs(2), || {
-            p.keys().is_empty()
+            let st = p.status();
+            let discarded = st.keys.is_empty();
+            seen = Some(st);
+            discarded
         })
         .await;
         assert!(!p.is_ready());
-        let st = p.status();
+        let st = seen.unwrap();
         assert!(!st.ready);
         assert!(st.keys.is_empty());
         assert!(st.last_error.unwrap().contains("keys discarded"));
@@ -1220,21 +1308,15 @@ mod tests {
         eventually("restored", Duration::from_secs(2), || p.is_ready()).await;
         assert_eq!(p.keys().kids(), vec!["a"]);
         assert!(p.status().last_error.is_none());
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn unknown_kid_storm_costs_at_most_one_fetch_per_min_refresh() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["real"]));
-            r.delay = Duration::from_millis(50);
-            r
-        })
-        .await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(400);
-        let p = ProviderRuntime::new(&unique("storm"), s);
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["real"])).delayed(Duration::from_millis(50)))
+                .await;
+        let p = srv.provider("storm", |s| s.min_refresh = Duration::from_millis(400));
         let storm = |tag: &'static str| {
             let tasks: Vec<_> = (0..100)
                 .map(|i| {
@@ -1267,9 +1349,7 @@ mod tests {
     #[tokio::test]
     async fn refresh_for_kid_finds_a_newly_published_key() {
         let srv = Server::start(|_| reply(200, &jwks(&["old"]))).await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.min_refresh = Duration::from_millis(100);
-        let p = ProviderRuntime::new(&unique("rotate"), s);
+        let p = srv.provider("rotate", |s| s.min_refresh = Duration::from_millis(100));
         fetch_now(&p).await;
         assert!(p.refresh_for_kid("old").await);
         srv.set(|_| reply(200, &jwks(&["old", "new"])));
@@ -1284,15 +1364,9 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_for_kid_waits_at_most_fetch_timeout() {
-        let srv = Server::start(|_| {
-            let mut r = reply(200, &jwks(&["k"]));
-            r.delay = Duration::from_secs(5);
-            r
-        })
-        .await;
-        let mut s = settings(JwksSource::Url(format!("{}/jwks", srv.base)));
-        s.fetch_timeout = Duration::from_millis(150);
-        let p = ProviderRuntime::new(&unique("wait"), s);
+        let srv =
+            Server::start(|_| reply(200, &jwks(&["k"])).delayed(Duration::from_secs(5))).await;
+        let p = srv.provider("wait", |s| s.fetch_timeout = Duration::from_millis(150));
         let t = Instant::now();
         assert!(!p.refresh_for_kid("k").await);
         assert!(
@@ -1372,8 +1446,7 @@ mod tests {
         s.refresh_interval = Duration::from_millis(30);
         s.min_refresh = Duration::from_millis(30);
         let p = ProviderRuntime::new(&unique("file"), s);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(p.clone().run(rx));
+        let running = Running::start(&p);
         eventually("first load", Duration::from_secs(2), || p.is_ready()).await;
         assert_eq!(p.keys().kids(), vec!["f1"]);
 
@@ -1394,8 +1467,7 @@ mod tests {
             refreshes(&p, "not_modified") >= 1
         })
         .await;
-        stop.send(true).unwrap();
-        task.await.unwrap();
+        running.stop().await;
         assert!(refreshes(&p, "ok") <= 4, "{}", refreshes(&p, "ok"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1421,10 +1493,7 @@ mod tests {
     #[tokio::test]
     async fn run_stops_on_shutdown() {
         let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
-        let p = ProviderRuntime::new(
-            &unique("stop"),
-            settings(JwksSource::Url(format!("{}/jwks", srv.base))),
-        );
+        let p = srv.provider("stop", |_| {});
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(p.clone().run(rx));
         eventually("load", Duration::from_secs(2), || p.is_ready()).await;

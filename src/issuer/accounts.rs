@@ -75,35 +75,18 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn conf_key(self) -> &'static str {
+    /// Its config key, list name, name field and hash field, for error messages.
+    fn names(self) -> [&'static str; 4] {
         match self {
-            Kind::Users => "issuer.users_file",
-            Kind::Clients => "issuer.clients_file",
-        }
-    }
-    fn list(self) -> &'static str {
-        match self {
-            Kind::Users => "users",
-            Kind::Clients => "clients",
-        }
-    }
-    fn name_field(self) -> &'static str {
-        match self {
-            Kind::Users => "username",
-            Kind::Clients => "client_id",
-        }
-    }
-    fn hash_field(self) -> &'static str {
-        match self {
-            Kind::Users => "password_hash",
-            Kind::Clients => "secret_hash",
+            Kind::Users => ["issuer.users_file", "users", "username", "password_hash"],
+            Kind::Clients => ["issuer.clients_file", "clients", "client_id", "secret_hash"],
         }
     }
 }
 
 /// Reads one file (`None`: no such file configured, so nobody can log in through it).
 pub fn load(kind: Kind, path: Option<&Path>) -> Result<Accounts, Vec<String>> {
-    let key = kind.conf_key();
+    let [key, list, name_field, hash_field] = kind.names();
     let entries = match path {
         None => Vec::new(),
         Some(p) => {
@@ -116,9 +99,9 @@ pub fn load(kind: Kind, path: Option<&Path>) -> Result<Accounts, Vec<String>> {
     let mut by_name = HashMap::new();
     let mut params_seen: Vec<(Params, usize)> = Vec::new();
     for (i, (name, phc, scopes, disabled)) in entries.into_iter().enumerate() {
-        let at = format!("{key}: {}[{i}]", kind.list());
+        let at = format!("{key}: {list}[{i}]");
         if name.is_empty() {
-            errors.push(format!("{at}: {}: must not be empty", kind.name_field()));
+            errors.push(format!("{at}: {name_field}: must not be empty"));
             continue;
         }
         let at = format!("{at} ({name:?})");
@@ -127,7 +110,7 @@ pub fn load(kind: Kind, path: Option<&Path>) -> Result<Accounts, Vec<String>> {
                 Some((_, n)) => *n += 1,
                 None => params_seen.push((params, 1)),
             },
-            Err(e) => errors.push(format!("{at}: {}: {e}", kind.hash_field())),
+            Err(e) => errors.push(format!("{at}: {hash_field}: {e}")),
         }
         for s in &scopes {
             if !is_scope_token(s) {
@@ -135,7 +118,7 @@ pub fn load(kind: Kind, path: Option<&Path>) -> Result<Accounts, Vec<String>> {
             }
         }
         if by_name.contains_key(&name) {
-            errors.push(format!("{at}: {}: duplicate", kind.name_field()));
+            errors.push(format!("{at}: {name_field}: duplicate"));
             continue;
         }
         by_name.insert(
@@ -158,37 +141,48 @@ pub fn load(kind: Kind, path: Option<&Path>) -> Result<Accounts, Vec<String>> {
         }
     }
     let params = common.map(|(p, _)| p).unwrap_or_default();
-    let dummy_phc = dummy_hash(params).map_err(|e| vec![format!("{key}: {e}")])?;
+    // Nobody knows this password: it only makes an unknown name cost what a known one does.
+    let dummy_phc = hash_secret(&rand::random::<[u8; 32]>(), params)
+        .map_err(|e| vec![format!("{key}: dummy hash: {e}")])?;
     Ok(Accounts { by_name, dummy_phc })
 }
 
 type Entry = (String, String, Vec<String>, bool);
 
-fn parse(kind: Kind, text: &[u8]) -> Result<Vec<Entry>, String> {
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    let describe = |e: serde_yaml::Error| {
+/// A YAML error with its line in front, like a compiler's (serde_yaml appends
+/// " at line L column C" instead).
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", line.map_or(String::new(), |l| format!("line {l}: ")))]
+struct SyntaxError {
+    line: Option<usize>,
+    message: String,
+}
+
+impl From<serde_yaml::Error> for SyntaxError {
+    fn from(e: serde_yaml::Error) -> SyntaxError {
         let msg = e.to_string();
-        // serde_yaml appends " at line L column C"; the line goes in front, like a compiler's.
-        let msg = msg
+        let message = msg
             .rfind(" at line ")
             .map_or(msg.as_str(), |i| &msg[..i])
             .to_string();
-        match e.location() {
-            Some(loc) => format!("line {}: {msg}", loc.line()),
-            None => msg,
+        SyntaxError {
+            line: e.location().map(|loc| loc.line()),
+            message,
         }
-    };
+    }
+}
+
+fn parse(kind: Kind, text: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
     Ok(match kind {
-        Kind::Users => serde_yaml::from_slice::<UsersFile>(text)
-            .map_err(describe)?
+        Kind::Users => serde_yaml::from_slice::<UsersFile>(text)?
             .users
             .into_iter()
             .map(|u| (u.username, u.password_hash, u.scopes, u.disabled))
             .collect(),
-        Kind::Clients => serde_yaml::from_slice::<ClientsFile>(text)
-            .map_err(describe)?
+        Kind::Clients => serde_yaml::from_slice::<ClientsFile>(text)?
             .clients
             .into_iter()
             .map(|c| (c.client_id, c.secret_hash, c.scopes, c.disabled))
@@ -196,36 +190,44 @@ fn parse(kind: Kind, text: &[u8]) -> Result<Vec<Entry>, String> {
     })
 }
 
+/// Why a stored hash is refused; printed after the entry's hash field.
+#[derive(Debug, thiserror::Error)]
+enum PhcError {
+    #[error("not a PHC string ({0})")]
+    Syntax(argon2::password_hash::Error),
+    #[error("algorithm {0} is not argon2id (use `portcullis hash-password`)")]
+    NotArgon2id(String),
+    #[error("PHC string has no salt or no hash")]
+    Incomplete,
+    #[error("bad argon2 parameters ({0})")]
+    Params(argon2::password_hash::Error),
+    #[error("m={0} KiB is above the {MAX_M_COST_KIB} KiB limit")]
+    TooMuchMemory(u32),
+}
+
 /// Accepts an argon2id PHC string and returns its parameters.
-fn check_phc(phc: &str) -> Result<Params, String> {
-    let hash = PasswordHash::new(phc).map_err(|e| format!("not a PHC string ({e})"))?;
+fn check_phc(phc: &str) -> Result<Params, PhcError> {
+    let hash = PasswordHash::new(phc).map_err(PhcError::Syntax)?;
     if hash.algorithm != ARGON2ID_IDENT {
-        return Err(format!(
-            "algorithm {} is not argon2id (use `portcullis hash-password`)",
-            hash.algorithm
-        ));
+        return Err(PhcError::NotArgon2id(hash.algorithm.to_string()));
     }
     if hash.salt.is_none() || hash.hash.is_none() {
-        return Err("PHC string has no salt or no hash".into());
+        return Err(PhcError::Incomplete);
     }
-    let params = Params::try_from(&hash).map_err(|e| format!("bad argon2 parameters ({e})"))?;
+    let params = Params::try_from(&hash).map_err(PhcError::Params)?;
     if params.m_cost() > MAX_M_COST_KIB {
-        return Err(format!(
-            "m={} KiB is above the {MAX_M_COST_KIB} KiB limit",
-            params.m_cost()
-        ));
+        return Err(PhcError::TooMuchMemory(params.m_cost()));
     }
     Ok(params)
 }
 
-/// A hash of a random password nobody knows, with the given parameters.
-fn dummy_hash(params: Params) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
-    let secret = rand::random::<[u8; 32]>();
+/// An argon2id PHC string of `secret` with a random salt: the format this module accepts, so
+/// `portcullis hash-password` produces it through here too.
+pub fn hash_secret(secret: &[u8], params: Params) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(&secret, &salt)
+        .hash_password(secret, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("dummy hash: {e}"))
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.

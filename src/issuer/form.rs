@@ -20,6 +20,9 @@ pub enum FormError {
     Repeated,
 }
 
+/// A decoded form body: parameter name to its one value.
+pub type Form = HashMap<String, String>;
+
 /// Whether a `Content-Type` value is the form media type (parameters such as `charset` allowed).
 pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
     let Some(v) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
@@ -31,8 +34,8 @@ pub fn is_form_content_type(value: Option<&[u8]>) -> bool {
 
 /// Parses a form body. Parameters with an empty value are dropped, as RFC 6749 §3.1 says they
 /// must be treated as omitted; a name present twice (with values) is an error.
-pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, FormError> {
-    let mut out = HashMap::new();
+pub fn parse_form(body: &[u8]) -> Result<Form, FormError> {
+    let mut out = Form::new();
     for pair in body.split(|&b| b == b'&') {
         if pair.is_empty() {
             continue;

@@ -17,23 +17,25 @@ pub mod form;
 mod throttle;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prometheus::{register_int_counter, register_int_counter_vec, IntCounter, IntCounterVec};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::auth::alg::Alg;
 use crate::config::{resolve_path, IssuerConf};
+use crate::keys::{self, KeyError, PrivateKey, SigningKey};
+pub use accounts::hash_secret;
 
 /// The built-in issuer takes part in authentication as a provider under this name, so routes
 /// can name it in `auth.providers`.
 pub const PROVIDER_NAME: &str = "issuer";
 use accounts::{Account, Accounts, Kind};
-use form::{is_form_content_type, parse_basic, parse_form, BasicCredentials, FormError};
+use form::{is_form_content_type, parse_basic, parse_form, BasicCredentials, Form, FormError};
 use throttle::{Key, Subject, Throttle};
 
 pub static LOGIN_THROTTLED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -153,9 +155,7 @@ pub struct Issuer {
     audience: String,
     ttl_secs: u64,
     max_failed_logins: u32,
-    kid: String,
-    alg: Algorithm,
-    signing_key: EncodingKey,
+    signing_key: SigningKey,
     jwks: Vec<u8>,
     users: Accounts,
     clients: Accounts,
@@ -181,9 +181,7 @@ impl Issuer {
         };
         let users = accounts(Kind::Users, &conf.users_file);
         let clients = accounts(Kind::Clients, &conf.clients_file);
-        let (Some((kid, alg, signing_key, jwks)), Some(users), Some(clients)) =
-            (key, users, clients)
-        else {
+        let (Some((signing_key, jwks)), Some(users), Some(clients)) = (key, users, clients) else {
             return Err(errors);
         };
         Ok(Issuer {
@@ -192,8 +190,6 @@ impl Issuer {
             audience: conf.audience.clone(),
             ttl_secs: conf.token_ttl.whole_secs_ceil().max(1),
             max_failed_logins: conf.max_failed_logins.max(1),
-            kid,
-            alg,
             signing_key,
             jwks,
             users,
@@ -215,11 +211,11 @@ impl Issuer {
     }
 
     pub fn kid(&self) -> &str {
-        &self.kid
+        self.signing_key.kid()
     }
 
     pub fn algorithm(&self) -> &'static str {
-        crate::tools::algorithm_name(self.alg)
+        self.signing_key.alg().as_str()
     }
 
     /// The JWKS document served at `{prefix}/jwks.json` and used as the `issuer` provider's keys.
@@ -241,9 +237,13 @@ impl Issuer {
         client_ip: IpAddr,
         now: i64,
     ) -> EndpointResponse {
-        let (grant, outcome) = self
-            .token_request(body, content_type, authorization, client_ip, now)
-            .await;
+        let (grant, outcome) = match read_form(body, content_type) {
+            Ok(form) => {
+                self.token_request(&form, authorization, client_ip, now)
+                    .await
+            }
+            Err(f) => ("unknown", Err(f)),
+        };
         let result = match &outcome {
             Ok(_) => "ok",
             Err(f) => f.label(),
@@ -255,18 +255,14 @@ impl Issuer {
         outcome.unwrap_or_else(|f| f.response())
     }
 
+    /// The grant a well-formed request asks for (the metric label) and its outcome.
     async fn token_request(
         &self,
-        body: &[u8],
-        content_type: Option<&[u8]>,
+        form: &Form,
         authorization: Option<&[u8]>,
         ip: IpAddr,
         now: i64,
     ) -> (&'static str, Result<EndpointResponse, Failure>) {
-        let form = match read_form(body, content_type) {
-            Ok(f) => f,
-            Err(f) => return ("unknown", Err(f)),
-        };
         let grant = match form.get("grant_type").map(String::as_str) {
             Some("password") => "password",
             Some("client_credentials") => "client_credentials",
@@ -279,10 +275,10 @@ impl Issuer {
             }
         };
         let outcome = async {
-            let basic = client_credentials(&form, authorization)?;
+            let basic = client_credentials(form, authorization)?;
             let requested = requested_scopes(form.get("scope"))?;
             if grant == "password" {
-                self.password_grant(&form, basic, requested, ip, now).await
+                self.password_grant(form, basic, requested, ip, now).await
             } else {
                 self.client_credentials_grant(basic, requested, ip, now)
                     .await
@@ -294,7 +290,7 @@ impl Issuer {
 
     async fn password_grant(
         &self,
-        form: &std::collections::HashMap<String, String>,
+        form: &Form,
         basic: Option<BasicCredentials>,
         requested: Option<Vec<String>>,
         ip: IpAddr,
@@ -386,25 +382,15 @@ impl Issuer {
     ) -> Result<EndpointResponse, Failure> {
         let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
         let scope = scopes.join(" ");
-        let mut claims = Map::new();
-        claims.insert("iss".into(), json!(self.issuer));
-        claims.insert("sub".into(), json!(sub));
-        claims.insert("aud".into(), json!(self.audience));
-        claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(now.saturating_add(ttl)));
-        claims.insert("jti".into(), json!(crate::tools::random_jti()));
+        let mut claims = keys::base_claims(&self.issuer, sub, &self.audience, now, ttl);
         claims.insert("scope".into(), json!(scope));
         if let Some(c) = client_id {
             claims.insert("client_id".into(), json!(c));
         }
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("at+jwt".into());
-        let token = jsonwebtoken::encode(&header, &Value::Object(claims), &self.signing_key)
-            .map_err(|e| {
-                log::error!("issuer: signing failed: {e}");
-                Failure::ServerError
-            })?;
+        let token = self.signing_key.sign("at+jwt", claims).map_err(|e| {
+            log::error!("issuer: {e}");
+            Failure::ServerError
+        })?;
         Ok(EndpointResponse::json(
             200,
             &json!({
@@ -422,10 +408,7 @@ pub fn revoke_form_token(body: &[u8], content_type: Option<&[u8]>) -> Option<Str
     read_form(body, content_type).ok()?.remove("token")
 }
 
-fn read_form(
-    body: &[u8],
-    content_type: Option<&[u8]>,
-) -> Result<std::collections::HashMap<String, String>, Failure> {
+fn read_form(body: &[u8], content_type: Option<&[u8]>) -> Result<Form, Failure> {
     if body.len() > MAX_FORM_BYTES {
         return Err(Failure::InvalidRequest("request body too large"));
     }
@@ -443,7 +426,7 @@ fn read_form(
 /// The client's Basic credentials, if it sent any. Credentials in the body (`client_secret`)
 /// are not supported: RFC 6749 §2.3.1 makes them optional for servers and discourages them.
 fn client_credentials(
-    form: &std::collections::HashMap<String, String>,
+    form: &Form,
     authorization: Option<&[u8]>,
 ) -> Result<Option<BasicCredentials>, Failure> {
     let basic = match authorization {
@@ -514,33 +497,51 @@ async fn verify_password(phc: String, password: String) -> bool {
     .unwrap_or(false)
 }
 
-/// The signing key, its kid (the file name without extension) and its public JWKS document.
-fn load_signing_key(path: &Path) -> Result<(String, Algorithm, EncodingKey, Vec<u8>), String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why the signing key file cannot be used; printed after `issuer.signing_key: `.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+struct SigningKeyError {
+    path: PathBuf,
+    problem: KeyProblem,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum KeyProblem {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("cannot take a key id from the file name")]
+    NoKid,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("a {0} key; the issuer signs with ES256 (EC P-256) or EdDSA (Ed25519) only")]
+    Algorithm(Alg),
+}
+
+/// The signing key, under its kid (the file name without extension), and its public JWKS
+/// document.
+fn load_signing_key(path: &Path) -> Result<(SigningKey, Vec<u8>), SigningKeyError> {
+    read_signing_key(path).map_err(|problem| SigningKeyError {
+        path: path.to_owned(),
+        problem,
+    })
+}
+
+fn read_signing_key(path: &Path) -> Result<(SigningKey, Vec<u8>), KeyProblem> {
+    let pem = std::fs::read(path).map_err(KeyProblem::Read)?;
     let kid = path
         .file_stem()
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "{}: cannot take a key id from the file name",
-                path.display()
-            )
-        })?
-        .to_string();
-    let (alg, key) = crate::tools::encoding_key_from_pem(&pem)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !matches!(alg, Algorithm::ES256 | Algorithm::EdDSA) {
-        return Err(format!(
-            "{}: a {} key; the issuer signs with ES256 (EC P-256) or EdDSA (Ed25519) only",
-            path.display(),
-            crate::tools::algorithm_name(alg)
-        ));
+        .ok_or(KeyProblem::NoKid)?;
+    let key = PrivateKey::from_pem(&pem)?;
+    let alg = key.algorithm();
+    let signing_key = key.signing_key(kid, alg)?;
+    if !matches!(alg, Alg::ES256 | Alg::EdDSA) {
+        return Err(KeyProblem::Algorithm(alg));
     }
-    let (_, jwk) = crate::tools::public_jwk_from_private_pem(&pem, &kid)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let jwk = key.public_jwk(kid, alg)?;
     let jwks = json!({ "keys": [jwk] }).to_string().into_bytes();
-    Ok((kid, alg, key, jwks))
+    Ok((signing_key, jwks))
 }
 
 #[cfg(test)]

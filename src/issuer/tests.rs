@@ -7,20 +7,13 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 
 use super::*;
+use crate::clock::unix_now as now;
 use crate::config::Dur;
 
 const FORM: Option<&[u8]> = Some(b"application/x-www-form-urlencoded");
 
 fn cheap(pw: &str) -> String {
-    crate::tools::hash_password_with(pw.as_bytes(), argon2::Params::new(8, 1, 1, None).unwrap())
-        .unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    hash_secret(pw.as_bytes(), argon2::Params::new(8, 1, 1, None).unwrap()).unwrap()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -38,14 +31,16 @@ impl Drop for Fixture {
     }
 }
 
-fn fixture_with(alg: Algorithm) -> Fixture {
+fn fixture_with(alg: Alg) -> Fixture {
     let dir = std::env::temp_dir().join(format!(
         "portcullis-issuer-{}-{}",
         std::process::id(),
-        crate::tools::random_jti()
+        keys::random_jti()
     ));
     fs::create_dir_all(dir.join("keys")).unwrap();
-    crate::tools::keygen(alg, "dev-1", &dir.join("keys"), None).unwrap();
+    let pem = keys::generate_pem(alg, aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    fs::write(dir.join("keys/dev-1.pem"), pem).unwrap();
+    fs::write(dir.join("keys/jwks.json"), r#"{"keys":[]}"#).unwrap();
     let users = format!(
         "users:\n  - username: alice\n    password_hash: \"{}\"\n    scopes: [users:read, users:write]\n  - username: carol\n    password_hash: \"{}\"\n    scopes: [users:read]\n    disabled: true\n  - username: dave\n    password_hash: \"{}\"\n",
         cheap("alice-pw"),
@@ -74,7 +69,7 @@ fn fixture_with(alg: Algorithm) -> Fixture {
 }
 
 fn fixture() -> (Fixture, Issuer) {
-    let f = fixture_with(Algorithm::ES256);
+    let f = fixture_with(Alg::ES256);
     let issuer = Issuer::load(&f.conf, &f.dir).unwrap();
     (f, issuer)
 }
@@ -94,10 +89,32 @@ fn body(r: &EndpointResponse) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
+const ALICE: &str = "grant_type=password&username=alice&password=alice-pw";
+const CLIENT: &str = "grant_type=client_credentials";
+
 async fn password(issuer: &Issuer, form: &str, from: &str) -> EndpointResponse {
     issuer
         .token_endpoint(form.as_bytes(), FORM, None, ip(from), now())
         .await
+}
+
+/// A token request with HTTP Basic client credentials.
+async fn as_client(
+    issuer: &Issuer,
+    form: &str,
+    (id, secret): (&str, &str),
+    from: &str,
+) -> EndpointResponse {
+    let auth = basic(id, secret);
+    issuer
+        .token_endpoint(form.as_bytes(), FORM, Some(&auth), ip(from), now())
+        .await
+}
+
+/// The verified claims of the token in a successful answer.
+fn token_claims(issuer: &Issuer, r: &EndpointResponse) -> Value {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    verify(issuer, body(r)["access_token"].as_str().unwrap()).claims
 }
 
 fn assert_no_store(r: &EndpointResponse) {
@@ -140,12 +157,7 @@ async fn password_grant_issues_a_token_the_jwks_verifies() {
     assert_eq!(issuer.kid(), "dev-1");
     assert_eq!(issuer.algorithm(), "ES256");
     assert_eq!(issuer.path_prefix(), "/auth");
-    let r = password(
-        &issuer,
-        "grant_type=password&username=alice&password=alice-pw",
-        "192.0.2.1",
-    )
-    .await;
+    let r = password(&issuer, ALICE, "192.0.2.1").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_no_store(&r);
     let b = body(&r);
@@ -167,19 +179,12 @@ async fn password_grant_issues_a_token_the_jwks_verifies() {
 
 #[tokio::test]
 async fn eddsa_keys_sign_and_other_keys_are_refused() {
-    let f = fixture_with(Algorithm::EdDSA);
+    let f = fixture_with(Alg::EdDSA);
     let issuer = Issuer::load(&f.conf, &f.dir).unwrap();
     assert_eq!(issuer.algorithm(), "EdDSA");
-    let r = password(
-        &issuer,
-        "grant_type=password&username=alice&password=alice-pw",
-        "192.0.2.1",
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    verify(&issuer, body(&r)["access_token"].as_str().unwrap());
+    token_claims(&issuer, &password(&issuer, ALICE, "192.0.2.1").await);
 
-    for alg in [Algorithm::ES384, Algorithm::RS256] {
+    for alg in [Alg::ES384, Alg::RS256] {
         let f = fixture_with(alg);
         let errs = Issuer::load(&f.conf, &f.dir).err().unwrap();
         assert_eq!(errs.len(), 1);
@@ -252,21 +257,10 @@ async fn unknown_grants_are_unsupported() {
 #[tokio::test]
 async fn client_credentials_grant() {
     let (_f, issuer) = fixture();
-    let at = ip("192.0.2.30");
-    let form = b"grant_type=client_credentials";
-    let ok = issuer
-        .token_endpoint(
-            form,
-            FORM,
-            Some(&basic("reporting", "rep-secret")),
-            at,
-            now(),
-        )
-        .await;
-    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
-    let b = body(&ok);
-    assert_eq!(b["scope"], "reports:read reports:write");
-    let c = verify(&issuer, b["access_token"].as_str().unwrap()).claims;
+    let at = "192.0.2.30";
+    let ok = as_client(&issuer, CLIENT, ("reporting", "rep-secret"), at).await;
+    assert_eq!(body(&ok)["scope"], "reports:read reports:write");
+    let c = token_claims(&issuer, &ok);
     assert_eq!(c["sub"], "reporting");
     assert_eq!(c["client_id"], "reporting");
 
@@ -279,7 +273,7 @@ async fn client_credentials_grant() {
         None,
     ] {
         let r = issuer
-            .token_endpoint(form, FORM, auth.as_deref(), at, now())
+            .token_endpoint(CLIENT.as_bytes(), FORM, auth.as_deref(), ip(at), now())
             .await;
         assert_error(&r, 401, "invalid_client");
         assert_eq!(
@@ -288,25 +282,14 @@ async fn client_credentials_grant() {
         );
     }
     // Body credentials are refused, alone or alongside Basic.
-    let r = issuer
-        .token_endpoint(
-            b"grant_type=client_credentials&client_id=reporting&client_secret=rep-secret",
-            FORM,
-            None,
-            at,
-            now(),
-        )
-        .await;
-    assert_error(&r, 401, "invalid_client");
-    let r = issuer
-        .token_endpoint(
-            b"grant_type=client_credentials&client_secret=rep-secret",
-            FORM,
-            Some(&basic("reporting", "rep-secret")),
-            at,
-            now(),
-        )
-        .await;
+    let in_body = format!("{CLIENT}&client_id=reporting&client_secret=rep-secret");
+    assert_error(
+        &password(&issuer, &in_body, at).await,
+        401,
+        "invalid_client",
+    );
+    let both = format!("{CLIENT}&client_secret=rep-secret");
+    let r = as_client(&issuer, &both, ("reporting", "rep-secret"), at).await;
     assert_error(&r, 400, "invalid_request");
 }
 
@@ -314,38 +297,18 @@ async fn client_credentials_grant() {
 async fn basic_secrets_are_form_decoded() {
     let (_f, issuer) = fixture();
     // `rep%2Dsecret` decodes to `rep-secret` (RFC 6749 §2.3.1).
-    let r = issuer
-        .token_endpoint(
-            b"grant_type=client_credentials",
-            FORM,
-            Some(&basic("reporting", "rep%2Dsecret")),
-            ip("192.0.2.31"),
-            now(),
-        )
-        .await;
+    let r = as_client(&issuer, CLIENT, ("reporting", "rep%2Dsecret"), "192.0.2.31").await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn password_grant_checks_a_client_when_one_is_offered() {
     let (_f, issuer) = fixture();
-    let at = ip("192.0.2.40");
-    let form = b"grant_type=password&username=alice&password=alice-pw";
-    let r = issuer
-        .token_endpoint(form, FORM, Some(&basic("reporting", "bad")), at, now())
-        .await;
+    let at = "192.0.2.40";
+    let r = as_client(&issuer, ALICE, ("reporting", "bad"), at).await;
     assert_error(&r, 401, "invalid_client");
-    let r = issuer
-        .token_endpoint(
-            form,
-            FORM,
-            Some(&basic("reporting", "rep-secret")),
-            at,
-            now(),
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    let c = verify(&issuer, body(&r)["access_token"].as_str().unwrap()).claims;
+    let r = as_client(&issuer, ALICE, ("reporting", "rep-secret"), at).await;
+    let c = token_claims(&issuer, &r);
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["client_id"], "reporting");
 }
@@ -356,47 +319,28 @@ async fn scopes_are_narrowed_and_never_widened() {
     let at = "192.0.2.50";
     let r = password(
         &issuer,
-        "grant_type=password&username=alice&password=alice-pw&scope=users%3Aread+users:read",
+        &format!("{ALICE}&scope=users%3Aread+users:read"),
         at,
     )
     .await;
-    assert_eq!(r.status, 200);
     assert_eq!(body(&r)["scope"], "users:read");
-    let c = verify(&issuer, body(&r)["access_token"].as_str().unwrap()).claims;
-    assert_eq!(c["scope"], "users:read");
+    assert_eq!(token_claims(&issuer, &r)["scope"], "users:read");
 
-    let r = password(
-        &issuer,
-        "grant_type=password&username=alice&password=alice-pw&scope=users:read+admin",
-        at,
-    )
-    .await;
-    assert_error(&r, 400, "invalid_scope");
-    let r = password(
-        &issuer,
-        "grant_type=password&username=alice&password=alice-pw&scope=%22quoted%22",
-        at,
-    )
-    .await;
-    assert_error(&r, 400, "invalid_scope");
+    for scope in ["users:read+admin", "%22quoted%22"] {
+        let r = password(&issuer, &format!("{ALICE}&scope={scope}"), at).await;
+        assert_error(&r, 400, "invalid_scope");
+    }
 
     // A user without scopes gets an empty scope, and cannot ask for any.
-    let r = password(
+    let dave = "grant_type=password&username=dave&password=dave-pw";
+    assert_eq!(body(&password(&issuer, dave, at).await)["scope"], "");
+    let r = as_client(
         &issuer,
-        "grant_type=password&username=dave&password=dave-pw",
+        &format!("{CLIENT}&scope=users:read"),
+        ("reporting", "rep-secret"),
         at,
     )
     .await;
-    assert_eq!(body(&r)["scope"], "");
-    let r = issuer
-        .token_endpoint(
-            b"grant_type=client_credentials&scope=users:read",
-            FORM,
-            Some(&basic("reporting", "rep-secret")),
-            ip(at),
-            now(),
-        )
-        .await;
     assert_error(&r, 400, "invalid_scope");
 }
 
@@ -405,7 +349,6 @@ async fn failed_logins_are_throttled_per_name_and_ip() {
     let (f, issuer) = fixture();
     let before = LOGIN_THROTTLED.get();
     let bad = "grant_type=password&username=alice&password=guess";
-    let good = "grant_type=password&username=alice&password=alice-pw";
     for _ in 0..5 {
         assert_error(
             &password(&issuer, bad, "198.51.100.1").await,
@@ -414,23 +357,23 @@ async fn failed_logins_are_throttled_per_name_and_ip() {
         );
     }
     // The sixth attempt is refused even with the right password.
-    let r = password(&issuer, good, "198.51.100.1").await;
+    let r = password(&issuer, ALICE, "198.51.100.1").await;
     assert_error(&r, 429, "too_many_requests");
     let retry: u64 = header(&r, "Retry-After").unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
     assert!(LOGIN_THROTTLED.get() > before);
     // Another IP, and another user from the same IP, are unaffected.
-    assert_eq!(password(&issuer, good, "198.51.100.2").await.status, 200);
+    assert_eq!(password(&issuer, ALICE, "198.51.100.2").await.status, 200);
     let dave = "grant_type=password&username=dave&password=dave-pw";
     assert_eq!(password(&issuer, dave, "198.51.100.1").await.status, 200);
     // A reload keeps the counts.
     let reloaded = Issuer::load(&f.conf, &f.dir).unwrap();
     reloaded.inherit_state(&issuer);
-    assert_eq!(password(&reloaded, good, "198.51.100.1").await.status, 429);
+    assert_eq!(password(&reloaded, ALICE, "198.51.100.1").await.status, 429);
     // The window frees a slot after 15 minutes.
     let later = now() + 901;
     let r = reloaded
-        .token_endpoint(good.as_bytes(), FORM, None, ip("198.51.100.1"), later)
+        .token_endpoint(ALICE.as_bytes(), FORM, None, ip("198.51.100.1"), later)
         .await;
     assert_eq!(r.status, 200);
 }
@@ -438,34 +381,18 @@ async fn failed_logins_are_throttled_per_name_and_ip() {
 #[tokio::test]
 async fn bad_client_secrets_are_throttled_too() {
     let (_f, issuer) = fixture();
-    let at = ip("198.51.100.9");
+    let at = "198.51.100.9";
     for _ in 0..5 {
-        let r = issuer
-            .token_endpoint(
-                b"grant_type=client_credentials",
-                FORM,
-                Some(&basic("reporting", "guess")),
-                at,
-                now(),
-            )
-            .await;
+        let r = as_client(&issuer, CLIENT, ("reporting", "guess"), at).await;
         assert_eq!(r.status, 401);
     }
-    let r = issuer
-        .token_endpoint(
-            b"grant_type=client_credentials",
-            FORM,
-            Some(&basic("reporting", "rep-secret")),
-            at,
-            now(),
-        )
-        .await;
+    let r = as_client(&issuer, CLIENT, ("reporting", "rep-secret"), at).await;
     assert_error(&r, 429, "too_many_requests");
 }
 
 #[test]
 fn load_errors_name_the_file_and_entry() {
-    let f = fixture_with(Algorithm::ES256);
+    let f = fixture_with(Alg::ES256);
     fs::write(
         f.dir.join("users.yaml"),
         "users:\n  - username: a\n    password_hash: \"$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo\"\n  - username: b\n    password_hash: nope\n    scopes: [\"bad scope\"]\n",
@@ -478,19 +405,15 @@ fn load_errors_name_the_file_and_entry() {
     .unwrap();
     let errs = Issuer::load(&f.conf, &f.dir).err().unwrap();
     let all = errs.join("\n");
-    assert!(
-        all.contains("issuer.users_file: users[0] (\"a\"): password_hash: algorithm argon2i"),
-        "{all}"
-    );
-    assert!(
-        all.contains("issuer.users_file: users[1] (\"b\"): password_hash: not a PHC string"),
-        "{all}"
-    );
-    assert!(all.contains("scopes: invalid scope \"bad scope\""), "{all}");
-    assert!(
-        all.contains("issuer.clients_file: line 4: ") && all.contains("colour"),
-        "{all}"
-    );
+    for want in [
+        "issuer.users_file: users[0] (\"a\"): password_hash: algorithm argon2i",
+        "issuer.users_file: users[1] (\"b\"): password_hash: not a PHC string",
+        "scopes: invalid scope \"bad scope\"",
+        "issuer.clients_file: line 4: ",
+        "colour",
+    ] {
+        assert!(all.contains(want), "{want} in {all}");
+    }
 
     let mut conf = f.conf.clone();
     conf.users_file = Some("missing.yaml".into());

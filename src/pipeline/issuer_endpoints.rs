@@ -10,6 +10,7 @@ use http::Method;
 use pingora::proxy::Session;
 
 use crate::auth::authenticator::Authenticator;
+use crate::auth::claims::DEFAULT_LEEWAY_SECS;
 use crate::clock::unix_now;
 use crate::issuer::{self, Issuer};
 use crate::request_body::{read_capped, BodyError};
@@ -150,7 +151,7 @@ async fn revoke(
                 let record = Record::RevokeJti {
                     iss: v.iss.clone(),
                     jti: jti.clone(),
-                    expires_at: Some(v.valid.exp.saturating_add(30)),
+                    expires_at: Some(v.valid.exp.saturating_add(DEFAULT_LEEWAY_SECS)),
                 };
                 if let Err(e) = cx.revocations.record(record).await {
                     log::error!("token revocation not stored: {e}");
