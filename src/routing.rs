@@ -13,6 +13,7 @@
 //! not allocate.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// One route's match criteria, in config order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +90,27 @@ impl Candidate {
     }
 }
 
-/// The standard methods in the order `Allow` lists them; other tokens follow in first-seen order.
-const STANDARD_METHODS: [&str; 9] = [
+/// The standard methods (RFC 9110 §9 plus PATCH) in the order `Allow` lists them; other tokens
+/// follow in first-seen order. The one list the gateway has: config validation, the request
+/// filter and the metric cells all read it, so they can never disagree on what is standard.
+pub const STANDARD_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
+
+/// The `Allow` value for `OPTIONS *`: every standard method except CONNECT, which the gateway
+/// refuses before routing. Derived from [`STANDARD_METHODS`] so the two cannot drift apart.
+#[must_use]
+pub fn allow_every_routable_method() -> &'static str {
+    static ALLOW: LazyLock<String> = LazyLock::new(|| {
+        STANDARD_METHODS
+            .iter()
+            .copied()
+            .filter(|m| *m != "CONNECT")
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    &ALLOW
+}
 
 impl RouteTable {
     /// Builds the index. Route hosts are lower-cased here; a host is a wildcard only in the form
@@ -526,6 +544,14 @@ mod tests {
             public(None, "/", None),
         ]);
         assert_eq!(get(&with_default, "", "/"), Found(1));
+    }
+
+    #[test]
+    fn options_asterisk_allows_every_standard_method_but_connect() {
+        assert_eq!(
+            allow_every_routable_method(),
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+        );
     }
 
     #[test]

@@ -8,9 +8,8 @@ use std::path::Path;
 
 use super::{resolve_path, AuthMode, Config, HealthCheckKind, RevocationStoreKind};
 
-pub const STANDARD_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
+/// Re-exported for the request filter, which still imports it from here.
+pub use crate::routing::STANDARD_METHODS;
 
 /// Algorithms a provider may list. HS* is refused outright: a shared secret in a gateway config
 /// is a secret every operator can read, and symmetric keys enable alg-confusion attacks.
