@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use duration::{parse_duration, Dur};
+pub use duration::{parse_duration, Dur, DurationError};
 pub use validate::{parse_cidr, validate};
 
 #[derive(Debug, Deserialize)]
