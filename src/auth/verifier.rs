@@ -80,7 +80,7 @@ fn malformed(description: &'static str) -> TokenError {
 }
 
 /// How one provider's tokens are validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationPolicy {
     /// Provider name, copied into every token it verifies.
     pub provider: Arc<str>,
