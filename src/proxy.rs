@@ -51,7 +51,7 @@ pub struct Shared {
     /// What `reload` re-reads.
     pub config_path: std::path::PathBuf,
     /// Sections a reload may not change, as first loaded.
-    pub pinned: Vec<(&'static str, String)>,
+    pub pinned: crate::config::PinnedSections,
     pub reload_lock: parking_lot::Mutex<()>,
 }
 

@@ -19,7 +19,7 @@ use pingora::services::ServiceReadyNotifier;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
-use crate::config::LoadedConfig;
+use crate::config::{LoadedConfig, PinnedSections};
 use crate::head_timeout::HeadTimeout;
 use crate::proxy::{Gateway, ListenerKind, Shared};
 use crate::reload;
@@ -193,7 +193,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         revocations,
         access_log,
         config_path: config_path.to_path_buf(),
-        pinned: reload::pinned_sections(&loaded.config),
+        pinned: PinnedSections::of(&loaded.config).map_err(|e| e.to_string())?,
         reload_lock: parking_lot::Mutex::new(()),
     });
 
