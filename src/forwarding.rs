@@ -194,41 +194,33 @@ pub fn encode_claim_value(v: &str) -> String {
 mod tests {
     use super::*;
 
-    fn nets(v: &[&str]) -> Vec<IpNet> {
-        v.iter().map(|s| s.parse().unwrap()).collect()
-    }
-
     #[test]
-    fn untrusted_peer_is_the_client() {
-        let xff = [HeaderValue::from_static("1.2.3.4")];
-        let ip = client_ip(
-            "9.9.9.9".parse().unwrap(),
-            xff.iter(),
-            &nets(&["10.0.0.0/8"]),
-        );
-        assert_eq!(ip, "9.9.9.9".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn trusted_peer_yields_rightmost_untrusted_entry() {
-        let xff = [HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2")];
-        let ip = client_ip(
-            "10.0.0.1".parse().unwrap(),
-            xff.iter(),
-            &nets(&["10.0.0.0/8"]),
-        );
-        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn garbage_entry_stops_the_walk() {
-        let xff = [HeaderValue::from_static("1.2.3.4, nonsense")];
-        let ip = client_ip(
-            "10.0.0.1".parse().unwrap(),
-            xff.iter(),
-            &nets(&["10.0.0.0/8"]),
-        );
-        assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    fn client_ip_walks_forwarded_for_from_the_right() {
+        let trusted: [IpNet; 1] = ["10.0.0.0/8".parse().unwrap()];
+        for (why, peer, xff, client) in [
+            (
+                "an untrusted peer is the client",
+                "9.9.9.9",
+                "1.2.3.4",
+                "9.9.9.9",
+            ),
+            (
+                "a trusted peer yields the rightmost untrusted entry",
+                "10.0.0.1",
+                "6.6.6.6, 1.2.3.4, 10.0.0.2",
+                "1.2.3.4",
+            ),
+            (
+                "a garbage entry stops the walk",
+                "10.0.0.1",
+                "1.2.3.4, nonsense",
+                "10.0.0.1",
+            ),
+        ] {
+            let xff = [HeaderValue::from_static(xff)];
+            let ip = client_ip(peer.parse().unwrap(), xff.iter(), &trusted);
+            assert_eq!(ip, client.parse::<IpAddr>().unwrap(), "{why}");
+        }
     }
 
     #[test]
