@@ -644,6 +644,15 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Vec<String>> {
     })
 }
 
+/// Test helper: each `wanted` fragment appears in the error listing (fragments may span lines).
+#[cfg(test)]
+fn assert_mentions(errors: &[String], wanted: &[&str]) {
+    let listing = errors.join("\n") + "\n";
+    for want in wanted {
+        assert!(listing.contains(want), "{want} missing in\n{listing}");
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -275,6 +275,7 @@ fn describe_parse_error(path: &str, message: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::assert_mentions;
     use super::*;
 
     #[test]
@@ -298,93 +299,66 @@ mod tests {
         assert!(err[0].starts_with("upstreams.u.timeouts.read:"), "{err:?}");
     }
 
+    /// Every problem of a file is listed, each named by its key path; structural ones (that
+    /// fail parsing) beside semantic ones (that fail the cross-checks).
     #[test]
-    fn every_structural_error_is_listed() {
-        let err = parse(
-            b"listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: 5x}\nroutes:\n  - {name: a, matchh: {}}\n  - {name: b, match: {}, upstream: u, visibility: secret}\nbogus: 1\n",
-        )
-        .unwrap_err();
-        let joined = err.join("\n");
-        for want in [
-            "upstreams.u.timeouts.read:",
-            "routes[0].matchh: unknown key",
-            "routes[1].visibility:",
-            "bogus: unknown key",
-        ] {
-            assert!(joined.contains(want), "{want} missing in {joined}");
+    fn each_problem_is_named_by_its_key_path() {
+        let cases: [(&str, &[&str]); 4] = [
+            (
+                "listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: 5x}\nroutes:\n  - {name: a, matchh: {}}\n  - {name: b, match: {}, upstream: u, visibility: secret}\nbogus: 1\n",
+                &[
+                    "upstreams.u.timeouts.read:",
+                    "routes[0].matchh: unknown key",
+                    "routes[1].visibility:",
+                    "bogus: unknown key",
+                ],
+            ),
+            (
+                "listeners: {http: {addr: '127.0.0.1:1'}}\ntrusted_proxies: [nope]\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: soon}\nroutes:\n  - {name: a, match: {}, upstream: billing, auth: {mode: none}}\n",
+                &[
+                    "upstreams.u.timeouts.read:",
+                    "trusted_proxies[0]",
+                    "routes[0].upstream",
+                ],
+            ),
+            // A bad list item is dropped and the list parsed again; later items keep their index.
+            (
+                "listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}]}}\ntrusted_proxies: [nope, 10.0.0.0/8, 300.1.1.1/8, 10.0.0.0/33]\nroutes:\n  - {name: a, match: {}, upstream: billing, auth: {mode: none}}\n  - {name: a, match: {path_prefix: /x}, upstream: u, auth: {mode: none}, allow_cidrs: [1.2.3.4/99]}\n",
+                &[
+                    "trusted_proxies[0]: invalid CIDR \"nope\"\ntrusted_proxies[2]: invalid CIDR \"300.1.1.1/8\"\ntrusted_proxies[3]: invalid CIDR \"10.0.0.0/33\"\n",
+                    "routes[0].upstream: unknown upstream \"billing\"",
+                    "routes[1].name: duplicate route name",
+                    "routes[1].allow_cidrs[0]: invalid CIDR",
+                ],
+            ),
+            (
+                "listeners: {http: {addr: '127.0.0.1:1'}}\nidentity_headers: {sub: 'X User'}\nproviders:\n  - {name: p, issuer: 'https://id', algorithms: [ES256, none], jwks: {discovery: true}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}], hash_key: 'claim:'}}\n",
+                &[
+                    "identity_headers.sub: invalid header name \"X User\"",
+                    "providers[0].algorithms[1]: unknown algorithm `none`",
+                    "upstreams.u.hash_key: \"claim:\" is not client_ip, header:NAME or claim:NAME",
+                ],
+            ),
+        ];
+        for (yaml, wanted) in cases {
+            let errors = parse_and_validate(yaml.as_bytes(), Path::new("/nonexistent"));
+            assert_mentions(&errors.unwrap_err(), wanted);
         }
-    }
-
-    #[test]
-    fn semantic_errors_are_listed_beside_structural_ones() {
-        let err = parse_and_validate(
-            b"listeners: {http: {addr: '127.0.0.1:1'}}\ntrusted_proxies: [nope]\nupstreams:\n  u:\n    peers: [{addr: '127.0.0.1:2'}]\n    timeouts: {read: soon}\nroutes:\n  - {name: a, match: {}, upstream: billing, auth: {mode: none}}\n",
-            Path::new("/nonexistent"),
-        )
-        .unwrap_err();
-        let joined = err.join("\n");
-        for want in [
-            "upstreams.u.timeouts.read:",
-            "trusted_proxies[0]",
-            "routes[0].upstream",
-        ] {
-            assert!(joined.contains(want), "{want} missing in {joined}");
-        }
-    }
-
-    fn all_errors(yaml: &str) -> String {
-        parse_and_validate(yaml.as_bytes(), Path::new("/nonexistent"))
-            .unwrap_err()
-            .join("\n")
-    }
-
-    const BASE: &str = "listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}]}}\n";
-
-    #[test]
-    fn every_bad_list_item_is_named_by_its_index_in_the_file() {
-        let joined = all_errors(&format!(
-            "{BASE}trusted_proxies: [nope, 10.0.0.0/8, 300.1.1.1/8, 10.0.0.0/33]\nroutes:\n  - {{name: a, match: {{}}, upstream: billing, auth: {{mode: none}}}}\n  - {{name: a, match: {{path_prefix: /x}}, upstream: u, auth: {{mode: none}}, allow_cidrs: [1.2.3.4/99]}}\n"
-        ));
-        for want in [
-            "trusted_proxies[0]: invalid CIDR \"nope\"",
-            "trusted_proxies[2]: invalid CIDR \"300.1.1.1/8\"",
-            "trusted_proxies[3]: invalid CIDR \"10.0.0.0/33\"",
-            "routes[0].upstream: unknown upstream \"billing\"",
-            "routes[1].name: duplicate route name",
-            "routes[1].allow_cidrs[0]: invalid CIDR",
-        ] {
-            assert!(joined.contains(want), "{want} missing in\n{joined}");
-        }
-        assert!(!joined.contains("trusted_proxies[1]"), "{joined}");
     }
 
     #[test]
     fn a_dropped_value_does_not_also_fail_a_cross_check() {
-        let joined = all_errors(&format!(
-            "{BASE}providers:\n  - {{name: p, issuer: 'https://id', algorithms: [HS256], jwks: {{discovery: true}}}}\nroutes: [{{name: r, match: {{}}, upstream: u, rate_limit: {{rps: 0, key: cookie}}}}]\n"
-        ));
-        let lines: Vec<&str> = joined.lines().collect();
+        let errors = parse_and_validate(
+            b"listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}]}}\nproviders:\n  - {name: p, issuer: 'https://id', algorithms: [HS256], jwks: {discovery: true}}\nroutes: [{name: r, match: {}, upstream: u, rate_limit: {rps: 0, key: cookie}}]\n",
+            Path::new("/nonexistent"),
+        );
         assert_eq!(
-            lines,
+            errors.unwrap_err(),
             [
                 "providers[0].algorithms[0]: HS256 is refused: only asymmetric algorithms are allowed",
                 "routes[0].rate_limit.key: must be client_ip or claim:sub",
                 "routes[0].rate_limit.rps: must be greater than zero",
             ],
         );
-    }
-
-    #[test]
-    fn typed_values_name_their_key_paths() {
-        let joined = all_errors(
-            "listeners: {http: {addr: '127.0.0.1:1'}}\nidentity_headers: {sub: 'X User'}\nproviders:\n  - {name: p, issuer: 'https://id', algorithms: [ES256, none], jwks: {discovery: true}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}], hash_key: 'claim:'}}\n",
-        );
-        for want in [
-            "identity_headers.sub: invalid header name \"X User\"",
-            "providers[0].algorithms[1]: unknown algorithm `none`",
-            "upstreams.u.hash_key: \"claim:\" is not client_ip, header:NAME or claim:NAME",
-        ] {
-            assert!(joined.contains(want), "{want} missing in\n{joined}");
-        }
     }
 }
