@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Display;
 
 use http::HeaderName;
 use ipnet::IpNet;
@@ -23,24 +24,41 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
 }
 
-/// One element of a CIDR list. Lists are deserialized element by element through this type, so
-/// the error path ends in the element's index.
+/// Reads a string and parses it, failing with whatever `parse` says about it.
+fn from_text<'de, D, T, M>(d: D, parse: impl FnOnce(&str) -> Result<T, M>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    M: Display,
+{
+    let text = <Cow<'de, str>>::deserialize(d)?;
+    parse(&text).map_err(D::Error::custom)
+}
+
+/// Deserializes a list through its element's parsing type `W`, one element at a time, so an
+/// element's error path ends in its index.
+fn list_of<'de, D, W, T>(d: D, unwrap: fn(W) -> T) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    W: Deserialize<'de>,
+{
+    Ok(Vec::<W>::deserialize(d)?.into_iter().map(unwrap).collect())
+}
+
+/// One element of a CIDR list.
 pub(super) struct Cidr(IpNet);
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(d)?;
-        parse_cidr(&text)
-            .map(Cidr)
-            .ok_or_else(|| D::Error::custom(format_args!("invalid CIDR {text:?}")))
+        from_text(d, |text| {
+            parse_cidr(text)
+                .map(Cidr)
+                .ok_or_else(|| format!("invalid CIDR {text:?}"))
+        })
     }
 }
 
 pub(super) fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    Ok(Vec::<Cidr>::deserialize(d)?
-        .into_iter()
-        .map(|Cidr(net)| net)
-        .collect())
+    list_of(d, |Cidr(net)| net)
 }
 
 /// One algorithm a provider allows. HS* gets its own refusal rather than "unknown": a shared
@@ -62,10 +80,7 @@ impl<'de> Deserialize<'de> for ProviderAlg {
 }
 
 pub(super) fn algorithms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Alg>, D::Error> {
-    Ok(Vec::<ProviderAlg>::deserialize(d)?
-        .into_iter()
-        .map(|ProviderAlg(alg)| alg)
-        .collect())
+    list_of(d, |ProviderAlg(alg)| alg)
 }
 
 /// A header name, lower-cased the way `http` stores it.
@@ -73,10 +88,11 @@ pub(super) struct Header(HeaderName);
 
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(d)?;
-        HeaderName::from_bytes(text.as_bytes())
-            .map(Header)
-            .map_err(|_| D::Error::custom(format_args!("invalid header name {text:?}")))
+        from_text(d, |text| {
+            HeaderName::from_bytes(text.as_bytes())
+                .map(Header)
+                .map_err(|_| format!("invalid header name {text:?}"))
+        })
     }
 }
 
@@ -125,11 +141,9 @@ impl HashKey {
 
 impl<'de> Deserialize<'de> for HashKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(d)?;
-        HashKey::parse(&text).ok_or_else(|| {
-            D::Error::custom(format_args!(
-                "{text:?} is not client_ip, header:NAME or claim:NAME"
-            ))
+        from_text(d, |text| {
+            HashKey::parse(text)
+                .ok_or_else(|| format!("{text:?} is not client_ip, header:NAME or claim:NAME"))
         })
     }
 }
