@@ -173,7 +173,7 @@ enum CliError {
     #[error("--kid is required for this key file name")]
     NoKid,
     #[error("--ttl: {0}")]
-    Ttl(String),
+    Ttl(portcullis::config::DurationError),
     #[error("stdin: {0}")]
     Stdin(std::io::Error),
 }

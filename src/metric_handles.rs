@@ -9,10 +9,8 @@ use std::sync::OnceLock;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::metrics;
+use crate::routing::STANDARD_METHODS;
 
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
 const STATUSES: [u16; 22] = [
     0, 200, 201, 202, 204, 206, 301, 302, 304, 308, 400, 401, 403, 404, 405, 413, 429, 431, 500,
     502, 503, 504,
@@ -74,7 +72,7 @@ impl RouteMetrics {
     pub fn new(route: &str) -> RouteMetrics {
         RouteMetrics {
             route: route.to_string(),
-            requests: StatusCells::new(METHODS.len()),
+            requests: StatusCells::new(STANDARD_METHODS.len()),
             auth: std::array::from_fn(|_| OnceLock::new()),
             duration: metrics::REQUEST_DURATION.with_label_values(&[route]),
         }
@@ -95,7 +93,7 @@ impl RouteMetrics {
     }
 
     pub fn count(&self, method: &str, status: &str) {
-        match METHODS.iter().position(|&m| m == method) {
+        match STANDARD_METHODS.iter().position(|&m| m == method) {
             Some(row) => self
                 .requests
                 .inc(&metrics::REQUESTS, row, &[&self.route, method, status]),

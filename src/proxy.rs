@@ -344,12 +344,7 @@ impl ProxyHttp for Gateway {
                 "http"
             },
             host: head::authority(session.req_header()),
-            request_id: ctx
-                .client
-                .request_id
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default(),
+            request_id: ctx.client.request_id.as_ref(),
         };
         let strip_auth = !snap.forward_authorization
             && ctx.route().is_some_and(|r| r.auth.mode != AuthMode::None);

@@ -17,11 +17,25 @@ const SHARDS: usize = 16;
 const MAX_KEYS_PER_SHARD: usize = 16 * 1024;
 
 /// What identifies a client for the limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RateKey {
+    #[default]
     ClientIp,
     /// The verified token's `sub`; anonymous requests fall back to the client IP.
     Subject,
+}
+
+/// The config spells the keys `client_ip` and `claim:sub`; anything else is refused with its key
+/// path rather than read as the default.
+impl<'de> serde::Deserialize<'de> for RateKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match name.as_ref() {
+            "client_ip" => Ok(RateKey::ClientIp),
+            "claim:sub" => Ok(RateKey::Subject),
+            _ => Err(serde::de::Error::custom("must be client_ip or claim:sub")),
+        }
+    }
 }
 
 struct Bucket {

@@ -6,20 +6,10 @@
 
 use std::sync::Arc;
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::metrics;
 use crate::runtime::Snapshot;
 use crate::state::Shared;
-
-/// Fingerprints of the sections only a restart or graceful upgrade can change.
-pub fn pinned_sections(c: &Config) -> Vec<(&'static str, String)> {
-    vec![
-        ("listeners", format!("{:?}", c.listeners)),
-        ("server", format!("{:?}", c.server)),
-        ("revocation", format!("{:?}", c.revocation)),
-        ("access_log", format!("{:?}", c.access_log)),
-    ]
-}
 
 /// Returns the new config hash, or every error (the running config stays in force).
 pub fn reload(shared: &Shared) -> Result<String, Vec<String>> {
@@ -43,11 +33,11 @@ pub fn reload(shared: &Shared) -> Result<String, Vec<String>> {
 
 fn try_reload(shared: &Shared) -> Result<String, Vec<String>> {
     let loaded = config::load(&shared.config_path)?;
-    let changed: Vec<String> = pinned_sections(&loaded.config)
+    let changed: Vec<String> = shared
+        .pinned
+        .changed(&loaded.config)
         .into_iter()
-        .zip(shared.pinned.iter())
-        .filter(|((_, new), (_, old))| new != old)
-        .map(|((name, _), _)| {
+        .map(|name| {
             format!(
                 "{name}: changed, but {name} cannot be changed by a reload; restart, or do a graceful upgrade (start the new process with -u, then send SIGQUIT to the old one)"
             )

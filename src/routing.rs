@@ -13,6 +13,7 @@
 //! not allocate.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// One route's match criteria, in config order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +90,27 @@ impl Candidate {
     }
 }
 
-/// The standard methods in the order `Allow` lists them; other tokens follow in first-seen order.
-const STANDARD_METHODS: [&str; 9] = [
+/// The standard methods (RFC 9110 §9 plus PATCH) in the order `Allow` lists them; other tokens
+/// follow in first-seen order. The one list the gateway has: config validation, the request
+/// filter and the metric cells all read it, so they can never disagree on what is standard.
+pub const STANDARD_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
+
+/// The `Allow` value for `OPTIONS *`: every standard method except CONNECT, which the gateway
+/// refuses before routing. Derived from [`STANDARD_METHODS`] so the two cannot drift apart.
+#[must_use]
+pub fn allow_every_routable_method() -> &'static str {
+    static ALLOW: LazyLock<String> = LazyLock::new(|| {
+        STANDARD_METHODS
+            .iter()
+            .copied()
+            .filter(|m| *m != "CONNECT")
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    &ALLOW
+}
 
 impl RouteTable {
     /// Builds the index. Route hosts are lower-cased here; a host is a wildcard only in the form
@@ -276,11 +294,25 @@ mod tests {
         route(host, prefix, methods, true)
     }
 
-    fn get(table: &RouteTable, host: &str, path: &str) -> RouteMatch<'static> {
-        match table.lookup(host, path, "GET", false) {
-            Found(i) => Found(i),
-            NotFound => NotFound,
-            MethodNotAllowed { .. } => panic!("unexpected 405 for {host} {path}"),
+    /// Checks lookups written one a line, like a request and its answer:
+    /// `METHOD [host]/path [(internal)] -> outcome`, where the outcome is `#i` (route i), `404`,
+    /// or `405 ALLOW` (the `Allow` value, which may be empty). `//` starts a comment line.
+    fn check(table: &RouteTable, lookups: &str) {
+        let lines = lookups.lines().map(str::trim);
+        for line in lines.filter(|l| !l.is_empty() && !l.starts_with("//")) {
+            let (request, want) = line.split_once(" -> ").expect("`request -> outcome`");
+            let (request, internal) = match request.strip_suffix(" (internal)") {
+                Some(request) => (request, true),
+                None => (request, false),
+            };
+            let (method, target) = request.split_once(' ').expect("`METHOD target`");
+            let (host, path) = target.split_at(target.find('/').expect("a path"));
+            let got = match table.lookup(host, path, method, internal) {
+                Found(i) => format!("#{i}"),
+                NotFound => "404".to_owned(),
+                MethodNotAllowed { allow } => format!("405 {allow}").trim_end().to_owned(),
+            };
+            assert_eq!(got, want, "{line}");
         }
     }
 
@@ -291,13 +323,18 @@ mod tests {
             public(Some("*.example.com"), "/", None),
             public(Some("api.example.com"), "/", None),
         ]);
-        assert_eq!(get(&table, "api.example.com", "/x"), Found(2));
-        assert_eq!(get(&table, "web.example.com", "/x"), Found(1));
-        assert_eq!(get(&table, "a.b.example.com", "/x"), Found(1));
-        assert_eq!(get(&table, "example.com", "/x"), Found(0));
-        assert_eq!(get(&table, "notexample.com", "/x"), Found(0));
-        assert_eq!(get(&table, "other.org", "/x"), Found(0));
-        assert_eq!(get(&table, "", "/x"), Found(0));
+        check(
+            &table,
+            "
+            GET api.example.com/x -> #2
+            GET web.example.com/x -> #1
+            GET a.b.example.com/x -> #1
+            GET example.com/x -> #0
+            GET notexample.com/x -> #0
+            GET other.org/x -> #0
+            GET /x -> #0
+            ",
+        );
     }
 
     #[test]
@@ -307,9 +344,14 @@ mod tests {
             public(Some("*.example.com"), "/", None),
             public(None, "/", None),
         ]);
-        assert_eq!(get(&table, "api.example.com", "/"), Found(0));
-        assert_eq!(get(&table, "www.example.com", "/"), Found(1));
-        assert_eq!(get(&table, "x.org", "/"), Found(2));
+        check(
+            &table,
+            "
+            GET api.example.com/ -> #0
+            GET www.example.com/ -> #1
+            GET x.org/ -> #2
+            ",
+        );
     }
 
     #[test]
@@ -318,8 +360,13 @@ mod tests {
             public(Some("API.Example.COM"), "/", None),
             public(Some("*.Example.Org"), "/", None),
         ]);
-        assert_eq!(get(&table, "api.example.com", "/"), Found(0));
-        assert_eq!(get(&table, "www.example.org", "/"), Found(1));
+        check(
+            &table,
+            "
+            GET api.example.com/ -> #0
+            GET www.example.org/ -> #1
+            ",
+        );
     }
 
     #[test]
@@ -328,12 +375,17 @@ mod tests {
             public(Some("*.example.com"), "/", None),
             public(Some("*.b.example.com"), "/", None),
         ]);
-        assert_eq!(get(&table, "a.b.example.com", "/"), Found(1));
-        assert_eq!(get(&table, "x.a.b.example.com", "/"), Found(1));
-        assert_eq!(get(&table, "a.c.example.com", "/"), Found(0));
-        assert_eq!(get(&table, "b.example.com", "/"), Found(0));
-        assert_eq!(get(&table, "example.com", "/"), NotFound);
-        assert_eq!(get(&table, ".example.com", "/"), NotFound);
+        check(
+            &table,
+            "
+            GET a.b.example.com/ -> #1
+            GET x.a.b.example.com/ -> #1
+            GET a.c.example.com/ -> #0
+            GET b.example.com/ -> #0
+            GET example.com/ -> 404
+            GET .example.com/ -> 404
+            ",
+        );
     }
 
     #[test]
@@ -343,12 +395,17 @@ mod tests {
             public(Some("*.example.com"), "/wild", None),
             public(Some("api.example.com"), "/users", None),
         ]);
-        assert_eq!(get(&table, "api.example.com", "/users/1"), Found(2));
-        // no fallback to the wildcard or any-host routes once the exact host is chosen
-        assert_eq!(get(&table, "api.example.com", "/wild"), NotFound);
-        assert_eq!(get(&table, "api.example.com", "/other"), NotFound);
-        assert_eq!(get(&table, "www.example.com", "/other"), NotFound);
-        assert_eq!(get(&table, "other.org", "/users/1"), Found(0));
+        check(
+            &table,
+            "
+            GET api.example.com/users/1 -> #2
+            // no fallback to the wildcard or any-host routes once the exact host is chosen
+            GET api.example.com/wild -> 404
+            GET api.example.com/other -> 404
+            GET www.example.com/other -> 404
+            GET other.org/users/1 -> #0
+            ",
+        );
     }
 
     #[test]
@@ -358,41 +415,60 @@ mod tests {
             public(None, "/users/admin", None),
             public(None, "/users", None),
         ]);
-        assert_eq!(get(&table, "", "/users"), Found(2));
-        assert_eq!(get(&table, "", "/users/"), Found(2));
-        assert_eq!(get(&table, "", "/users/1"), Found(2));
-        assert_eq!(get(&table, "", "/users/admin"), Found(1));
-        assert_eq!(get(&table, "", "/users/admin/"), Found(1));
-        assert_eq!(get(&table, "", "/users/admin/x"), Found(1));
-        assert_eq!(get(&table, "", "/users/adminx"), Found(2));
-        assert_eq!(get(&table, "", "/usersx"), Found(0));
-        assert_eq!(get(&table, "", "/"), Found(0));
-        assert_eq!(get(&table, "", "/anything/else"), Found(0));
+        check(
+            &table,
+            "
+            GET /users -> #2
+            GET /users/ -> #2
+            GET /users/1 -> #2
+            GET /users/admin -> #1
+            GET /users/admin/ -> #1
+            GET /users/admin/x -> #1
+            GET /users/adminx -> #2
+            GET /usersx -> #0
+            GET / -> #0
+            GET /anything/else -> #0
+            ",
+        );
     }
 
     #[test]
     fn prefix_without_catch_all() {
         let table = RouteTable::new(&[public(None, "/users", None)]);
-        assert_eq!(get(&table, "", "/users"), Found(0));
-        assert_eq!(get(&table, "", "/usersx"), NotFound);
-        assert_eq!(get(&table, "", "/user"), NotFound);
-        assert_eq!(get(&table, "", "/"), NotFound);
-        // matching is case-sensitive
-        assert_eq!(get(&table, "", "/Users"), NotFound);
+        check(
+            &table,
+            "
+            GET /users -> #0
+            GET /usersx -> 404
+            GET /user -> 404
+            GET / -> 404
+            // matching is case-sensitive
+            GET /Users -> 404
+            ",
+        );
     }
 
     #[test]
     fn prefix_with_trailing_slash() {
         let table = RouteTable::new(&[public(None, "/api/", None)]);
-        assert_eq!(get(&table, "", "/api/"), Found(0));
-        assert_eq!(get(&table, "", "/api/x"), Found(0));
-        assert_eq!(get(&table, "", "/api"), NotFound);
-        assert_eq!(get(&table, "", "/apix"), NotFound);
-
+        check(
+            &table,
+            "
+            GET /api/ -> #0
+            GET /api/x -> #0
+            GET /api -> 404
+            GET /apix -> 404
+            ",
+        );
         let both = RouteTable::new(&[public(None, "/api", None), public(None, "/api/", None)]);
-        assert_eq!(get(&both, "", "/api"), Found(0));
-        assert_eq!(get(&both, "", "/api/"), Found(1));
-        assert_eq!(get(&both, "", "/api/x"), Found(1));
+        check(
+            &both,
+            "
+            GET /api -> #0
+            GET /api/ -> #1
+            GET /api/x -> #1
+            ",
+        );
     }
 
     #[test]
@@ -402,10 +478,15 @@ mod tests {
             public(None, "/x", Some(&["GET", "POST"])),
             public(None, "/x", None),
         ]);
-        assert_eq!(table.lookup("", "/x", "GET", false), Found(0));
-        assert_eq!(table.lookup("", "/x", "POST", false), Found(1));
-        assert_eq!(table.lookup("", "/x", "DELETE", false), Found(2));
-        assert_eq!(table.lookup("", "/x", "get", false), Found(2));
+        check(
+            &table,
+            "
+            GET /x -> #0
+            POST /x -> #1
+            DELETE /x -> #2
+            get /x -> #2
+            ",
+        );
     }
 
     #[test]
@@ -415,42 +496,36 @@ mod tests {
             public(None, "/x", Some(&["GET", "BREW", "POST", "PURGE"])),
             public(None, "/x", Some(&["OPTIONS", "HEAD"])),
         ]);
-        assert_eq!(table.lookup("", "/x", "PATCH", false), Found(0));
-        assert_eq!(table.lookup("", "/x", "BREW", false), Found(1));
-        let allow = "GET, HEAD, POST, OPTIONS, PATCH, PURGE, BREW";
-        assert_eq!(
-            table.lookup("", "/x", "DELETE", false),
-            MethodNotAllowed { allow }
-        );
-        // methods are case-sensitive tokens, and GET does not imply HEAD
-        assert_eq!(
-            table.lookup("", "/x", "get", false),
-            MethodNotAllowed { allow }
+        check(
+            &table,
+            "
+            PATCH /x -> #0
+            BREW /x -> #1
+            DELETE /x -> 405 GET, HEAD, POST, OPTIONS, PATCH, PURGE, BREW
+            // methods are case-sensitive tokens, and GET does not imply HEAD
+            get /x -> 405 GET, HEAD, POST, OPTIONS, PATCH, PURGE, BREW
+            ",
         );
         let get_only = RouteTable::new(&[public(None, "/x", Some(&["GET"]))]);
-        assert_eq!(
-            get_only.lookup("", "/x", "HEAD", false),
-            MethodNotAllowed { allow: "GET" }
-        );
+        check(&get_only, "HEAD /x -> 405 GET");
     }
 
     #[test]
     fn method_mismatch_does_not_fall_back_to_a_shorter_prefix() {
         let table = RouteTable::new(&[public(None, "/", None), public(None, "/x", Some(&["GET"]))]);
-        assert_eq!(
-            table.lookup("", "/x/1", "POST", false),
-            MethodNotAllowed { allow: "GET" }
+        check(
+            &table,
+            "
+            POST /x/1 -> 405 GET
+            POST /y -> #0
+            ",
         );
-        assert_eq!(table.lookup("", "/y", "POST", false), Found(0));
     }
 
     #[test]
     fn empty_methods_list_allows_nothing() {
         let table = RouteTable::new(&[public(None, "/x", Some(&[]))]);
-        assert_eq!(
-            table.lookup("", "/x", "GET", false),
-            MethodNotAllowed { allow: "" }
-        );
+        check(&table, "GET /x -> 405");
     }
 
     #[test]
@@ -462,20 +537,18 @@ mod tests {
         for method in ["GET", "POST", "DELETE", "get", "BREW"] {
             for path in ["/admin", "/admin/", "/admin/users"] {
                 // exactly no route: neither 405 nor the public catch-all
-                assert_eq!(
-                    table.lookup("", path, method, false),
-                    NotFound,
-                    "{method} {path}"
-                );
+                check(&table, &format!("{method} {path} -> 404"));
             }
         }
-        assert_eq!(table.lookup("", "/admin/users", "GET", true), Found(1));
-        assert_eq!(
-            table.lookup("", "/admin", "POST", true),
-            MethodNotAllowed { allow: "GET" }
+        check(
+            &table,
+            "
+            GET /admin/users (internal) -> #1
+            POST /admin (internal) -> 405 GET
+            GET /adminx -> #0
+            GET /public (internal) -> #0
+            ",
         );
-        assert_eq!(table.lookup("", "/adminx", "GET", false), Found(0));
-        assert_eq!(table.lookup("", "/public", "GET", true), Found(0));
     }
 
     #[test]
@@ -484,9 +557,14 @@ mod tests {
             public(None, "/", None),
             internal(Some("internal.svc"), "/", None),
         ]);
-        assert_eq!(table.lookup("internal.svc", "/x", "GET", false), NotFound);
-        assert_eq!(table.lookup("internal.svc", "/x", "GET", true), Found(1));
-        assert_eq!(table.lookup("other", "/x", "GET", false), Found(0));
+        check(
+            &table,
+            "
+            GET internal.svc/x -> 404
+            GET internal.svc/x (internal) -> #1
+            GET other/x -> #0
+            ",
+        );
     }
 
     #[test]
@@ -495,22 +573,19 @@ mod tests {
             internal(None, "/x", Some(&["GET", "DELETE"])),
             public(None, "/x", Some(&["GET", "POST"])),
         ]);
-        // public listener: the internal route does not exist, its methods do not leak
-        assert_eq!(table.lookup("", "/x", "GET", false), Found(1));
-        assert_eq!(table.lookup("", "/x", "POST", false), Found(1));
-        assert_eq!(
-            table.lookup("", "/x", "DELETE", false),
-            MethodNotAllowed { allow: "GET, POST" }
-        );
-        // internal listener: both visible, config order decides
-        assert_eq!(table.lookup("", "/x", "GET", true), Found(0));
-        assert_eq!(table.lookup("", "/x", "DELETE", true), Found(0));
-        assert_eq!(table.lookup("", "/x", "POST", true), Found(1));
-        assert_eq!(
-            table.lookup("", "/x", "PUT", true),
-            MethodNotAllowed {
-                allow: "GET, POST, DELETE"
-            }
+        check(
+            &table,
+            "
+            // public listener: the internal route does not exist, its methods do not leak
+            GET /x -> #1
+            POST /x -> #1
+            DELETE /x -> 405 GET, POST
+            // internal listener: both visible, config order decides
+            GET /x (internal) -> #0
+            DELETE /x (internal) -> #0
+            POST /x (internal) -> #1
+            PUT /x (internal) -> 405 GET, POST, DELETE
+            ",
         );
     }
 
@@ -520,19 +595,32 @@ mod tests {
             public(Some("api.example.com"), "/", None),
             public(Some("*.example.com"), "/", None),
         ]);
-        assert_eq!(get(&host_only, "", "/"), NotFound);
+        check(&host_only, "GET / -> 404");
         let with_default = RouteTable::new(&[
             public(Some("api.example.com"), "/", None),
             public(None, "/", None),
         ]);
-        assert_eq!(get(&with_default, "", "/"), Found(1));
+        check(&with_default, "GET / -> #1");
+    }
+
+    #[test]
+    fn options_asterisk_allows_every_standard_method_but_connect() {
+        assert_eq!(
+            allow_every_routable_method(),
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+        );
     }
 
     #[test]
     fn empty_table() {
         let table = RouteTable::new(&[]);
-        assert_eq!(table.lookup("", "/", "GET", false), NotFound);
-        assert_eq!(table.lookup("a.b", "/x", "GET", true), NotFound);
+        check(
+            &table,
+            "
+            GET / -> 404
+            GET a.b/x (internal) -> 404
+            ",
+        );
     }
 
     #[test]

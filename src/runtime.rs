@@ -21,7 +21,7 @@ use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
 use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
 use crate::issuer::Issuer;
 use crate::metric_handles::RouteMetrics;
-use crate::rate_limit::{RateKey, RateLimiter};
+use crate::rate_limit::RateLimiter;
 use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
 use crate::upstream::{HealthRegistry, Upstream};
@@ -31,11 +31,17 @@ use crate::upstream::{HealthRegistry, Upstream};
 pub struct Persistent {
     pub health: HealthRegistry,
     pub revocations: Arc<RevocationList>,
-    /// The cache with the settings and validation policies it was filled under.
-    token_cache: Mutex<Option<(TokenCacheConf, String, Arc<TokenCache>)>>,
+    token_cache: Mutex<Option<FilledCache>>,
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
     /// The issuer in force, whose login-throttle counters a reload must not reset.
     issuer: Mutex<Option<Arc<Issuer>>>,
+}
+
+/// A token cache with the settings and validation policies it was filled under.
+struct FilledCache {
+    conf: TokenCacheConf,
+    policies: Vec<ValidationPolicy>,
+    cache: Arc<TokenCache>,
 }
 
 impl Persistent {
@@ -52,21 +58,26 @@ impl Persistent {
     /// Reused across a reload only while the cache settings and every provider's validation
     /// policy are unchanged: an entry verified under the old audience, leeway or algorithms
     /// must not outlive them.
-    fn token_cache(&self, conf: &TokenCacheConf, policies: String) -> Arc<TokenCache> {
+    fn token_cache(
+        &self,
+        conf: &TokenCacheConf,
+        policies: Vec<ValidationPolicy>,
+    ) -> Arc<TokenCache> {
         let mut slot = self.token_cache.lock();
-        if let Some((old_conf, old_policies, cache)) = slot.as_ref() {
-            if old_conf.max_entries == conf.max_entries
-                && old_conf.max_ttl == conf.max_ttl
-                && *old_policies == policies
-            {
-                return Arc::clone(cache);
+        if let Some(filled) = slot.as_ref() {
+            if filled.conf == *conf && filled.policies == policies {
+                return Arc::clone(&filled.cache);
             }
         }
         let cache = Arc::new(TokenCache::new(
             conf.max_entries,
             conf.max_ttl.get().as_secs() as i64,
         ));
-        *slot = Some((conf.clone(), policies, Arc::clone(&cache)));
+        *slot = Some(FilledCache {
+            conf: conf.clone(),
+            policies,
+            cache: Arc::clone(&cache),
+        });
         cache
     }
 
@@ -152,7 +163,7 @@ impl Snapshot {
                 Ok(u) => {
                     upstreams.insert(name.clone(), Arc::new(u));
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let mut routes = Vec::with_capacity(c.routes.len());
@@ -177,11 +188,7 @@ impl Snapshot {
                 prefix: r.matcher.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,
                 upstream: Arc::clone(upstream),
-                allow_cidrs: r
-                    .allow_cidrs
-                    .iter()
-                    .filter_map(|s| config::parse_cidr(s))
-                    .collect(),
+                allow_cidrs: r.allow_cidrs.clone(),
                 auth: RouteAuth {
                     mode: r.auth.mode,
                     providers: r.auth.providers.clone(),
@@ -199,24 +206,18 @@ impl Snapshot {
                             .collect(),
                     ),
                 },
-                rate_limit: r.rate_limit.as_ref().map(|rl| {
-                    let key = if rl.key == "claim:sub" {
-                        RateKey::Subject
-                    } else {
-                        RateKey::ClientIp
-                    };
-                    RateLimiter::new(rl.rps, rl.burst, key)
-                }),
+                rate_limit: r
+                    .rate_limit
+                    .as_ref()
+                    .map(|rl| RateLimiter::new(rl.rps, rl.burst, rl.key)),
             });
         }
         let identity_headers: Vec<IdentityHeader> = c
             .identity_headers
             .iter()
-            .filter_map(|(claim, header)| {
-                Some(IdentityHeader {
-                    claim_path: claim.split('.').map(str::to_string).collect(),
-                    header: HeaderName::from_bytes(header.as_bytes()).ok()?,
-                })
+            .map(|(claim, header)| IdentityHeader {
+                claim_path: claim.split('.').map(str::to_string).collect(),
+                header: header.clone(),
             })
             .collect();
         let hsts = c.hsts.enabled.then(|| {
@@ -247,7 +248,7 @@ impl Snapshot {
                     let iss = Arc::new(iss);
                     match issuer_provider(&iss) {
                         Ok(p) => providers.push(Arc::new(p)),
-                        Err(e) => errors.push(e),
+                        Err(e) => errors.push(e.to_string()),
                     }
                     if let Some(prev) = keep.issuer.lock().as_ref() {
                         iss.inherit_state(prev);
@@ -260,10 +261,7 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let policies: String = providers
-            .iter()
-            .map(|p| format!("{:?}\n", p.policy))
-            .collect();
+        let policies = providers.iter().map(|p| p.policy.clone()).collect();
         let auth = (!providers.is_empty()).then(|| {
             Arc::new(Authenticator::new(
                 providers,
@@ -288,11 +286,7 @@ impl Snapshot {
                 exempt_prefixes: r.exempt_paths.clone(),
             },
             hsts: hsts.flatten(),
-            trusted_proxies: c
-                .trusted_proxies
-                .iter()
-                .filter_map(|s| config::parse_cidr(s))
-                .collect(),
+            trusted_proxies: c.trusted_proxies.clone(),
             limits: c.limits.clone(),
             identity_names: identity_headers.iter().map(|h| h.header.clone()).collect(),
             identity_headers,
@@ -305,14 +299,24 @@ impl Snapshot {
     }
 }
 
+/// Why the issuer's own key cannot serve as its provider's key set.
+#[derive(Debug, thiserror::Error)]
+enum IssuerKeyError {
+    #[error("issuer.signing_key: unsupported algorithm")]
+    UnsupportedAlgorithm,
+    #[error("issuer.signing_key: {0}")]
+    Jwks(#[from] crate::auth::jwk::JwksError),
+    #[error("issuer.signing_key: the public key is not usable")]
+    Unusable,
+}
+
 /// The built-in issuer is a provider like any other (named "issuer"), with its own public key
 /// as a fixed key set, so its tokens go through exactly the same verification path.
-fn issuer_provider(iss: &Issuer) -> Result<Provider, String> {
-    let alg = Alg::parse(iss.algorithm()).ok_or("issuer.signing_key: unsupported algorithm")?;
-    let parsed =
-        parse_jwks(iss.jwks_json(), &[alg]).map_err(|e| format!("issuer.signing_key: {e}"))?;
+fn issuer_provider(iss: &Issuer) -> Result<Provider, IssuerKeyError> {
+    let alg = Alg::parse(iss.algorithm()).ok_or(IssuerKeyError::UnsupportedAlgorithm)?;
+    let parsed = parse_jwks(iss.jwks_json(), &[alg])?;
     if parsed.keys.is_empty() {
-        return Err("issuer.signing_key: the public key is not usable".into());
+        return Err(IssuerKeyError::Unusable);
     }
     Ok(Provider {
         policy: ValidationPolicy {
@@ -347,16 +351,12 @@ fn admin_token(loaded: &LoadedConfig) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
-fn algorithms(names: &[String]) -> Vec<Alg> {
-    names.iter().filter_map(|a| Alg::parse(a)).collect()
-}
-
 fn validation_policy(p: &ProviderConf) -> ValidationPolicy {
     ValidationPolicy {
         provider: Arc::from(p.name.as_str()),
         issuer: p.issuer.clone(),
         audiences: p.audiences.clone(),
-        algorithms: algorithms(&p.algorithms),
+        algorithms: p.algorithms.clone(),
         leeway_secs: p.leeway.get().as_secs() as i64,
         max_lifetime_secs: p.max_lifetime.map(|d| d.get().as_secs() as i64),
         require_jti: p.require_jti,
@@ -379,6 +379,6 @@ fn jwks_settings(loaded: &LoadedConfig, p: &ProviderConf) -> JwksSettings {
         min_refresh: j.min_refresh.get(),
         fetch_timeout: j.fetch_timeout.get(),
         max_stale: j.max_stale.get(),
-        algorithms: algorithms(&p.algorithms),
+        algorithms: p.algorithms.clone(),
     }
 }

@@ -22,7 +22,7 @@ use pingora::tls::ssl::SslMode;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
-use crate::config::LoadedConfig;
+use crate::config::{LoadedConfig, PinnedSections};
 use crate::connection::{ConnectionCap, ConnectionGuard};
 use crate::pipeline::ListenerKind;
 use crate::proxy::Gateway;
@@ -198,7 +198,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         revocations,
         access_log,
         config_path: config_path.to_path_buf(),
-        pinned: reload::pinned_sections(&loaded.config),
+        pinned: PinnedSections::of(&loaded.config).map_err(|e| e.to_string())?,
         reload_lock: parking_lot::Mutex::new(()),
     });
 

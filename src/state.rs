@@ -19,6 +19,6 @@ pub struct Shared {
     /// What `reload` re-reads.
     pub config_path: PathBuf,
     /// Sections a reload may not change, as first loaded.
-    pub pinned: Vec<(&'static str, String)>,
+    pub pinned: crate::config::PinnedSections,
     pub reload_lock: parking_lot::Mutex<()>,
 }

@@ -19,6 +19,8 @@ use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 use prometheus::IntGauge;
 
+/// Parsed with the config; re-exported because the proxy reads it from the upstream.
+pub use crate::config::HashKey;
 use crate::config::{Balance, HealthCheckConf, HealthCheckKind, UpstreamConf};
 use crate::metric_handles::PeerMetrics;
 use crate::metrics;
@@ -85,20 +87,35 @@ impl PeerHealth {
     }
 }
 
-/// Keeps `PeerHealth` objects across reloads, keyed by everything that decides what "healthy"
-/// means, so an unchanged peer keeps its state and a changed check starts afresh.
+/// Everything that decides what "healthy" means for one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct HealthKey {
+    upstream: String,
+    peer: String,
+    kind: HealthCheckKind,
+    path: String,
+    expect_status: Vec<u16>,
+    tls: bool,
+}
+
+/// Keeps `PeerHealth` objects across reloads, keyed by [`HealthKey`], so an unchanged peer keeps
+/// its state and a changed check starts afresh.
 #[derive(Default)]
 pub struct HealthRegistry {
-    entries: Mutex<HashMap<String, Arc<PeerHealth>>>,
+    entries: Mutex<HashMap<HealthKey, Arc<PeerHealth>>>,
 }
 
 impl HealthRegistry {
     fn get(&self, upstream: &str, u: &UpstreamConf, peer: &str) -> Arc<PeerHealth> {
         let hc = &u.health_check;
-        let key = format!(
-            "{upstream}\n{peer}\n{:?}\n{}\n{:?}\n{}",
-            hc.kind, hc.path, hc.expect_status, u.tls.enabled
-        );
+        let key = HealthKey {
+            upstream: upstream.to_string(),
+            peer: peer.to_string(),
+            kind: hc.kind,
+            path: hc.path.clone(),
+            expect_status: hc.expect_status.clone(),
+            tls: u.tls.enabled,
+        };
         let checked = hc.kind != HealthCheckKind::None;
         self.entries
             .lock()
@@ -138,14 +155,6 @@ enum Selector {
     Consistent(Arc<KetamaHashing>),
 }
 
-/// What `hash_key` names for consistent balancing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HashKey {
-    ClientIp,
-    Header(http::HeaderName),
-    Claim(String),
-}
-
 pub struct Upstream {
     pub name: String,
     pub duration: prometheus::Histogram,
@@ -176,21 +185,41 @@ impl Tried {
 #[derive(Clone, Copy)]
 struct PeerIndex(usize);
 
+/// A peer the config validated but Pingora still refuses; named by its key path, like every
+/// config error.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstreams.{upstream}.peers[{index}].addr: invalid address")]
+    Address { upstream: String, index: usize },
+    #[error("upstreams.{upstream}.peers[{index}].addr: {source}")]
+    Backend {
+        upstream: String,
+        index: usize,
+        source: Box<pingora::Error>,
+    },
+}
+
 impl Upstream {
     pub fn build(
         name: &str,
         conf: &UpstreamConf,
         registry: &HealthRegistry,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, UpstreamError> {
         let mut peers = Vec::with_capacity(conf.peers.len());
         let mut backends = BTreeSet::new();
         for (i, p) in conf.peers.iter().enumerate() {
-            let addr: SocketAddr = p
-                .addr
-                .parse()
-                .map_err(|_| format!("upstreams.{name}.peers[{i}].addr: invalid address"))?;
-            let mut backend = Backend::new_with_weight(&p.addr, p.weight as usize)
-                .map_err(|e| format!("upstreams.{name}.peers[{i}].addr: {e}"))?;
+            let addr: SocketAddr = p.addr.parse().map_err(|_| UpstreamError::Address {
+                upstream: name.to_string(),
+                index: i,
+            })?;
+            let mut backend =
+                Backend::new_with_weight(&p.addr, p.weight as usize).map_err(|source| {
+                    UpstreamError::Backend {
+                        upstream: name.to_string(),
+                        index: i,
+                        source,
+                    }
+                })?;
             backend.ext.insert(PeerIndex(i));
             let sni = conf.tls.sni.clone().unwrap_or_default();
             let mut template = HttpPeer::new(addr, conf.tls.enabled, sni);
@@ -216,15 +245,13 @@ impl Upstream {
             Balance::Random => Selector::Random(Arc::new(Random::build(&backends))),
             Balance::Consistent => Selector::Consistent(Arc::new(KetamaHashing::build(&backends))),
         };
-        let hash_key = parse_hash_key(&conf.hash_key)
-            .ok_or_else(|| format!("upstreams.{name}.hash_key: invalid"))?;
         Ok(Upstream {
             duration: metrics::UPSTREAM_DURATION.with_label_values(&[name]),
             name: name.to_string(),
             peers,
             selector,
             balance: conf.balance,
-            hash_key,
+            hash_key: conf.hash_key.clone(),
             retries: conf.retries,
             probe: build_probe(conf),
             health_conf: conf.health_check.clone(),
@@ -305,19 +332,6 @@ fn first_usable<I: BackendIter>(
         }
     }
     None
-}
-
-fn parse_hash_key(k: &str) -> Option<HashKey> {
-    if k == "client_ip" {
-        return Some(HashKey::ClientIp);
-    }
-    if let Some(h) = k.strip_prefix("header:") {
-        return http::HeaderName::from_bytes(h.as_bytes())
-            .ok()
-            .map(HashKey::Header);
-    }
-    k.strip_prefix("claim:")
-        .map(|c| HashKey::Claim(c.to_string()))
 }
 
 fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>> {

@@ -25,7 +25,7 @@ pub const MAX_LEEWAY_SECS: i64 = 300;
 pub const DEFAULT_LEEWAY_SECS: i64 = 30;
 
 /// How one provider's tokens are validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationPolicy {
     /// Provider name, copied into every token it verifies.
     pub provider: Arc<str>,

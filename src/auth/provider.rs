@@ -665,7 +665,13 @@ impl ProviderRuntime {
                 );
                 {
                     let mut st = self.state.lock();
-                    st.last_error = Some(e.to_string());
+                    // Once the keys are discarded, every later failure keeps saying so: the
+                    // status must not read like a passing fetch error while tokens are refused.
+                    st.last_error = Some(if st.stale_cleared {
+                        self.discarded_reason(&e.to_string())
+                    } else {
+                        e.to_string()
+                    });
                     st.next_due = Some(after(now, self.settings.min_refresh));
                     st.jwks_uri = None;
                 }
@@ -689,6 +695,13 @@ impl ProviderRuntime {
             .max(s.min_refresh)
     }
 
+    fn discarded_reason(&self, last_error: &str) -> String {
+        format!(
+            "no successful JWKS fetch for more than {:?}; keys discarded (last error: {last_error})",
+            self.settings.max_stale
+        )
+    }
+
     /// Discards the keys once fetches have been failing and none has succeeded for `max_stale`.
     fn expire_if_stale(&self) {
         let discarded = {
@@ -702,14 +715,8 @@ impl ProviderRuntime {
                 st.stale_cleared = true;
                 st.etag = None;
                 st.file_good = None;
-                let why = format!(
-                    "no successful JWKS fetch for more than {:?}; keys discarded",
-                    self.settings.max_stale
-                );
-                st.last_error = Some(match st.last_error.take() {
-                    Some(last) => format!("{why} (last error: {last})"),
-                    None => why,
-                });
+                let last = st.last_error.take().unwrap_or_default();
+                st.last_error = Some(self.discarded_reason(&last));
                 self.keys.store(Arc::new(KeySet::empty()));
             }
             stale

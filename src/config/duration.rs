@@ -34,11 +34,30 @@ impl fmt::Display for Dur {
     }
 }
 
+/// Why a duration was refused; the text is quoted back so the message stands alone next to its
+/// key path (or `--ttl`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("invalid duration {0:?} (expected e.g. 500ms, 30s, 5m, 24h)")]
+    Malformed(String),
+    /// A number too long for any integer type.
+    #[error("invalid duration {0:?}")]
+    Number(String),
+    #[error("duration {0:?} needs a unit (ms, s, m, h, d)")]
+    MissingUnit(String),
+    #[error("unknown duration unit {unit:?} in {text:?}")]
+    UnknownUnit { unit: String, text: String },
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses a sequence of `<number><unit>` pairs; units are `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     let bytes = s.as_bytes();
     let mut total: u128 = 0;
@@ -49,13 +68,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!(
-                "invalid duration {text:?} (expected e.g. 500ms, 30s, 5m, 24h)"
-            ));
+            return Err(DurationError::Malformed(text.to_string()));
         }
         let number: u128 = s[start..i]
             .parse()
-            .map_err(|_| format!("invalid duration {text:?}"))?;
+            .map_err(|_| DurationError::Number(text.to_string()))?;
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -66,16 +83,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("duration {text:?} needs a unit (ms, s, m, h, d)")),
-            other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+            "" => return Err(DurationError::MissingUnit(text.to_string())),
+            other => {
+                return Err(DurationError::UnknownUnit {
+                    unit: other.to_string(),
+                    text: text.to_string(),
+                })
+            }
         };
         total = total
             .checked_add(number.saturating_mul(millis_per_unit))
-            .ok_or_else(|| format!("duration {text:?} is too large"))?;
+            .ok_or_else(|| DurationError::TooLarge(text.to_string()))?;
     }
     // Ten years is far beyond any sensible timeout or lifetime; refusing more keeps arithmetic safe.
     if total > 10 * 365 * 86_400_000 {
-        return Err(format!("duration {text:?} is too large"));
+        return Err(DurationError::TooLarge(text.to_string()));
     }
     Ok(Duration::from_millis(total as u64))
 }

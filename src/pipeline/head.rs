@@ -9,10 +9,10 @@ use http::header::{self, HeaderValue};
 use http::Method;
 use pingora::http::RequestHeader;
 
-use crate::config::validate::STANDARD_METHODS;
 use crate::config::Limits;
 use crate::hygiene::{self, RequestTarget};
 use crate::respond::LocalResponse;
+use crate::routing::{allow_every_routable_method, STANDARD_METHODS};
 
 /// The request target once it passed: what the rest of the pipeline routes on.
 pub struct CheckedHead<'r> {
@@ -97,7 +97,7 @@ pub fn authority(req: &RequestHeader) -> Option<&str> {
 fn options_asterisk() -> LocalResponse {
     LocalResponse::new(200, Vec::new(), Bytes::new()).with_header(
         header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+        HeaderValue::from_static(allow_every_routable_method()),
     )
 }
 
