@@ -30,8 +30,9 @@ pub use values::{is_claim_path, parse_cidr, HashKey};
 #[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Pingora's own server settings, passed through untouched.
-    #[serde(default)]
+    /// Pingora's own server settings, passed through but for one default
+    /// ([`server_with_defaults`]).
+    #[serde(default = "default_server", deserialize_with = "server_with_defaults")]
     pub server: ServerConf,
     pub listeners: Listeners,
     #[serde(default)]
@@ -606,6 +607,27 @@ impl PinnedSections {
     }
 }
 
+fn default_server() -> ServerConf {
+    ServerConf {
+        work_stealing: false,
+        ..ServerConf::default()
+    }
+}
+
+/// Pingora's settings with the gateway's one different default: with a single worker thread
+/// there is nothing to steal, and tokio's work-stealing scheduler only adds cross-thread
+/// wake-ups, which cost about a quarter of the CPU per request side by side (README,
+/// "Performance"). So unless the file sets `work_stealing`, one thread means `false`.
+fn server_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ServerConf, D::Error> {
+    let value = serde_yaml::Value::deserialize(d)?;
+    let explicit = value.get("work_stealing").is_some();
+    let mut conf: ServerConf = serde_yaml::from_value(value).map_err(serde::de::Error::custom)?;
+    if !explicit && conf.threads == 1 {
+        conf.work_stealing = false;
+    }
+    Ok(conf)
+}
+
 /// A parsed and validated config, with what is needed to resolve its relative paths.
 #[derive(Debug)]
 pub struct LoadedConfig {
@@ -660,6 +682,19 @@ fn assert_mentions(errors: &[String], wanted: &[&str]) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn one_thread_defaults_to_no_work_stealing_unless_set() {
+        let server = |yaml: &str| {
+            let text = format!("{yaml}\nlisteners: {{ http: {{ addr: \"127.0.0.1:1\" }} }}\nupstreams: {{}}\nroutes: []\n");
+            super::parse(text.as_bytes()).unwrap().server
+        };
+        assert!(!server("").work_stealing);
+        assert!(!server("server: { threads: 1 }").work_stealing);
+        assert!(server("server: { threads: 1, work_stealing: true }").work_stealing);
+        assert!(server("server: { threads: 2 }").work_stealing);
+        assert!(!server("server: { threads: 2, work_stealing: false }").work_stealing);
+    }
+
     use super::*;
 
     #[test]
