@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 
 use crate::config::{resolve_path, RevocationConf, RevocationStoreKind};
 use crate::metrics;
-use crate::revocation::store::{FileStore, MemoryStore, Record, RevocationStore};
+use crate::revocation::file_log::FileStore;
+use crate::revocation::store::{MemoryStore, Record, RevocationStore};
 use crate::revocation::RevocationList;
 
 pub struct Revocations {
@@ -241,7 +242,7 @@ fn delete(net: &mut Net) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::revocation::store::tests::TempDir;
+    use crate::revocation::test_support::TempDir;
 
     impl TempDir {
         fn conf(&self) -> RevocationConf {

@@ -1,0 +1,497 @@
+//! Reading the JSON-lines log back: one [`Record`] per `'\n'`-terminated line, as
+//! [`super::file_log`] writes them.
+//!
+//! Replay is forgiving because a log that stops the gateway from starting is worse than one that
+//! loses a line it never acknowledged: a torn last line (no `'\n'`, i.e. a write that never
+//! reached its fsync) is skipped with a warning, and any other bad line is skipped with a warning
+//! naming its line number while every valid line is kept.
+//!
+//! Everything here reads from a [`BufRead`] and nothing else, so the file store owns opening,
+//! locking and seeking, and the parser can be tested on bytes.
+
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read};
+
+use serde::Deserialize;
+
+use super::store::{Loaded, NewRecords, Record};
+
+/// Longest line replay will buffer. A record is far smaller (admin bodies are capped at 64 KiB);
+/// the cap only stops a corrupt file without newlines from being read into memory whole.
+pub(super) const MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// Warnings kept per load or per read of new records; the rest are counted in one summary line so
+/// a log full of garbage cannot flood the log.
+pub(super) const MAX_WARNINGS: usize = 100;
+
+/// One step through the log.
+enum Next {
+    /// A `'\n'`-terminated line of this many bytes is in the buffer.
+    Line(u64),
+    /// A line longer than [`MAX_LINE_BYTES`] (this many bytes with its `'\n'`) was skipped.
+    TooLong(u64),
+    /// The file ends inside a line.
+    Torn,
+    End,
+}
+
+fn next_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<Next> {
+    line.clear();
+    let n = (&mut *reader)
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', line)? as u64;
+    if n == 0 {
+        return Ok(Next::End);
+    }
+    if line.last() == Some(&b'\n') {
+        return Ok(Next::Line(n));
+    }
+    if n > MAX_LINE_BYTES {
+        if let Some(rest) = skip_line(reader)? {
+            return Ok(Next::TooLong(n + rest));
+        }
+    }
+    Ok(Next::Torn)
+}
+
+/// Reads a whole log and returns its live state at `now` plus warnings. Only an I/O error fails.
+pub(super) fn replay<R: BufRead>(mut reader: R, now: i64) -> io::Result<Loaded> {
+    let mut live = LiveState::default();
+    let mut warnings = Warnings::default();
+    let mut line = Vec::with_capacity(256);
+    let mut line_no: u64 = 0;
+    loop {
+        let next = next_line(&mut reader, &mut line)?;
+        line_no += 1;
+        match next {
+            Next::End => break,
+            Next::Torn => {
+                // EOF without a newline: the write never reached its fsync, so it was never
+                // acknowledged. (Not one still in flight: appends wait for the log's lock.)
+                warnings.push(format!("line {line_no}: torn last line skipped"));
+                break;
+            }
+            Next::TooLong(_) => {
+                warnings.push(format!(
+                    "line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
+                ));
+            }
+            Next::Line(_) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let applied = Line::parse(&line).and_then(|parsed| live.apply(parsed));
+                if let Err(problem) = applied {
+                    warnings.push(format!(
+                        "line {line_no}: invalid record ({problem}), skipped"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Loaded {
+        records: live.into_records(now),
+        warnings: warnings.finish(),
+    })
+}
+
+/// Reads the complete lines from `start` (the reader's position in the file) to the end, as
+/// records in log order. Returns them and how many bytes they span; a torn last line is left for
+/// the next read, when the append in flight has finished. Only an I/O error fails.
+pub(super) fn read_records<R: BufRead>(mut reader: R, start: u64) -> io::Result<(NewRecords, u64)> {
+    let mut records = Vec::new();
+    let mut warnings = Warnings::default();
+    let mut line = Vec::with_capacity(256);
+    let mut complete: u64 = 0;
+    loop {
+        let at = start + complete;
+        match next_line(&mut reader, &mut line)? {
+            Next::End | Next::Torn => break,
+            Next::TooLong(n) => {
+                complete += n;
+                warnings.push(format!(
+                    "byte {at}: line longer than {MAX_LINE_BYTES} bytes, skipped"
+                ));
+            }
+            Next::Line(n) => {
+                complete += n;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Record>(&line) {
+                    Ok(record) => records.push(record),
+                    Err(e) => warnings.push(format!(
+                        "byte {at}: invalid record ({}), skipped",
+                        describe_json_error(&e)
+                    )),
+                }
+            }
+        }
+    }
+    let new = NewRecords {
+        records,
+        warnings: warnings.finish(),
+    };
+    Ok((new, complete))
+}
+
+/// Discards the rest of an over-long line without buffering it. Returns how many bytes that was
+/// with its `'\n'`, or `None` if the file ended first.
+fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<Option<u64>> {
+    let mut skipped: u64 = 0;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            reader.consume(i + 1);
+            return Ok(Some(skipped + i as u64 + 1));
+        }
+        let len = buf.len();
+        reader.consume(len);
+        skipped += len as u64;
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" (always line 1 here: one record per
+/// line), so the warning carries only the file's line number.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    format!("{message} at column {}", e.column())
+}
+
+#[derive(Default)]
+struct Warnings {
+    kept: Vec<String>,
+    dropped: usize,
+}
+
+impl Warnings {
+    fn push(&mut self, warning: String) {
+        if self.kept.len() < MAX_WARNINGS {
+            self.kept.push(warning);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.kept
+                .push(format!("{} more bad lines skipped", self.dropped));
+        }
+        self.kept
+    }
+}
+
+/// The replay fold: what is revoked after applying records in order.
+///
+/// A log holds a handful of issuers and up to millions of ids, so issuers are interned: a key is
+/// `(issuer number, id)`, one allocation per entry, and that allocation becomes the output
+/// record's `jti`/`sub` without a copy.
+#[derive(Default)]
+struct LiveState {
+    jtis: HashMap<(u32, Box<str>), JtiEntry>,
+    subjects: HashMap<(u32, Box<str>), SubjectEntry>,
+    issuers: Vec<String>,
+    issuer_ids: HashMap<String, u32>,
+    last_issuer: Option<(u32, String)>,
+    /// Order of first appearance, so a compacted log keeps the original order.
+    next_seq: u64,
+}
+
+struct JtiEntry {
+    seq: u64,
+    expires_at: Option<i64>,
+}
+
+struct SubjectEntry {
+    seq: u64,
+    before: i64,
+    expires_at: Option<i64>,
+}
+
+impl LiveState {
+    fn issuer(&mut self, iss: &str) -> Result<u32, String> {
+        // Consecutive lines almost always share an issuer: compare before hashing.
+        if let Some(&(id, ref last)) = self.last_issuer.as_ref() {
+            if last == iss {
+                return Ok(id);
+            }
+        }
+        let id = self.intern(iss)?;
+        self.last_issuer = Some((id, iss.to_owned()));
+        Ok(id)
+    }
+
+    fn intern(&mut self, iss: &str) -> Result<u32, String> {
+        if let Some(&id) = self.issuer_ids.get(iss) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.issuers.len()).map_err(|_| "too many issuers".to_string())?;
+        self.issuers.push(iss.to_owned());
+        self.issuer_ids.insert(iss.to_owned(), id);
+        Ok(id)
+    }
+
+    fn apply(&mut self, line: Line<'_>) -> Result<(), String> {
+        let iss = self.issuer(&line.iss.0)?;
+        let seq = self.next_seq;
+        match line.op {
+            Op::RevokeJti => {
+                let key = (iss, required("jti", line.jti)?);
+                match self.jtis.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let entry = e.get_mut();
+                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(JtiEntry {
+                            seq,
+                            expires_at: line.expires_at,
+                        });
+                        self.next_seq += 1;
+                    }
+                }
+            }
+            Op::RevokeSubject => {
+                let key = (iss, required("sub", line.sub)?);
+                let before = line.before.ok_or("missing field `before`")?;
+                match self.subjects.entry(key) {
+                    Entry::Occupied(mut e) => {
+                        let entry = e.get_mut();
+                        entry.before = entry.before.max(before);
+                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(SubjectEntry {
+                            seq,
+                            before,
+                            expires_at: line.expires_at,
+                        });
+                        self.next_seq += 1;
+                    }
+                }
+            }
+            Op::DeleteJti => {
+                self.jtis.remove(&(iss, required("jti", line.jti)?));
+            }
+            Op::DeleteSubject => {
+                self.subjects.remove(&(iss, required("sub", line.sub)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops entries with `expires_at < now` and returns the rest in order of first appearance.
+    fn into_records(self, now: i64) -> Vec<Record> {
+        let alive = |expires_at: Option<i64>| expires_at.is_none_or(|t| t >= now);
+        let issuers = &self.issuers;
+        let issuer = |id: u32| issuers.get(id as usize).cloned().unwrap_or_default();
+        let mut ordered: Vec<(u64, Record)> =
+            Vec::with_capacity(self.jtis.len() + self.subjects.len());
+        ordered.extend(
+            self.jtis
+                .into_iter()
+                .filter(|(_, e)| alive(e.expires_at))
+                .map(|((iss, jti), e)| {
+                    let record = Record::RevokeJti {
+                        iss: issuer(iss),
+                        jti: jti.into_string(),
+                        expires_at: e.expires_at,
+                    };
+                    (e.seq, record)
+                }),
+        );
+        ordered.extend(
+            self.subjects
+                .into_iter()
+                .filter(|(_, e)| alive(e.expires_at))
+                .map(|((iss, sub), e)| {
+                    let record = Record::RevokeSubject {
+                        iss: issuer(iss),
+                        sub: sub.into_string(),
+                        before: e.before,
+                        expires_at: e.expires_at,
+                    };
+                    (e.seq, record)
+                }),
+        );
+        ordered.sort_unstable_by_key(|(seq, _)| *seq);
+        ordered.into_iter().map(|(_, record)| record).collect()
+    }
+}
+
+fn required(field: &str, value: Option<Text<'_>>) -> Result<Box<str>, String> {
+    match value {
+        Some(Text(Cow::Borrowed(s))) => Ok(s.into()),
+        Some(Text(Cow::Owned(s))) => Ok(s.into_boxed_str()),
+        None => Err(format!("missing field `{field}`")),
+    }
+}
+
+/// One log line as replay reads it: [`Record`]'s fields flattened, strings borrowed from the line
+/// when they have no escapes. serde's internally tagged enums buffer every field into an owned
+/// intermediate value first, which doubled the parse time; this form reads each field once.
+/// Which fields an `op` requires is checked in [`LiveState::apply`]; unknown fields are ignored,
+/// as the derived `Record` does. `both_readers_agree` in the tests keeps the two in step.
+#[derive(Deserialize)]
+struct Line<'a> {
+    op: Op,
+    #[serde(borrow)]
+    iss: Text<'a>,
+    #[serde(borrow, default)]
+    jti: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    sub: Option<Text<'a>>,
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+impl<'a> Line<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Line<'a>, String> {
+        // A derived struct also accepts a JSON array of its fields in order; `Record` does not.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err("not a JSON object".to_string());
+        }
+        serde_json::from_slice(bytes).map_err(|e| describe_json_error(&e))
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    RevokeJti,
+    RevokeSubject,
+    DeleteJti,
+    DeleteSubject,
+}
+
+/// A JSON string borrowed from the input when it has no escapes, owned otherwise. (serde's own
+/// `Cow<str>` impl always copies unless it is a direct struct field, not inside an `Option`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Two revocations of the same key merge to the one that lasts longer; `None` (until deleted)
+/// outlasts any time. Keeping the longer one can only keep a token revoked, never un-revoke it.
+fn later_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
+        Record::RevokeJti {
+            iss: iss.into(),
+            jti: jti.into(),
+            expires_at,
+        }
+    }
+
+    fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
+        Record::RevokeSubject {
+            iss: iss.into(),
+            sub: sub.into(),
+            before,
+            expires_at,
+        }
+    }
+
+    /// Replay reads lines with its own flat `Line` form for speed; it must accept exactly what
+    /// the derived `Record` accepts for every op, and reject what it rejects.
+    #[test]
+    fn both_readers_agree() {
+        let revocations = [
+            jti("I", "plain", Some(5)),
+            jti("I", "esc\"aped\u{1}\\", None),
+            subject("I\n", "s", -3, Some(i64::MAX)),
+            subject("I", "s2", 9, None),
+        ];
+        for record in &revocations {
+            let text = serde_json::to_string(record).unwrap();
+            let mut live = LiveState::default();
+            live.apply(Line::parse(text.as_bytes()).unwrap()).unwrap();
+            assert_eq!(live.into_records(0), vec![record.clone()], "{text}");
+        }
+        let deletions = [
+            r#"{"op":"delete_jti","iss":"I","jti":"plain"}"#,
+            r#"{"op":"delete_subject","iss":"I\n","sub":"s"}"#,
+        ];
+        let mut live = LiveState::default();
+        for text in revocations
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .chain(deletions.iter().map(|d| d.to_string()))
+        {
+            serde_json::from_str::<Record>(&text).unwrap();
+            live.apply(Line::parse(text.as_bytes()).unwrap()).unwrap();
+        }
+        assert_eq!(
+            live.into_records(0),
+            vec![revocations[1].clone(), revocations[3].clone()]
+        );
+
+        let rejected = [
+            r#"{"op":"revoke_jti","iss":"I"}"#,
+            r#"{"op":"revoke_subject","iss":"I","sub":"s"}"#,
+            r#"{"op":"revoke_subject","iss":"I","before":1}"#,
+            r#"{"op":"delete_jti","iss":"I"}"#,
+            r#"{"op":"delete_subject","iss":"I"}"#,
+            r#"{"op":"revoke_jti","jti":"j"}"#,
+            r#"{"iss":"I","jti":"j"}"#,
+            r#"{"op":"revoke_everything","iss":"I","jti":"j"}"#,
+            r#"{"op":"revoke_jti","iss":"I","jti":7}"#,
+            r#"{"op":"revoke_jti","iss":"I","jti":"j","expires_at":"soon"}"#,
+            r#"{"op":"revoke_subject","iss":"I","sub":"s","before":1.5}"#,
+            r#"["revoke_jti","I","j"]"#,
+        ];
+        for text in rejected {
+            assert!(serde_json::from_str::<Record>(text).is_err(), "{text}");
+            let applied = Line::parse(text.as_bytes()).and_then(|l| LiveState::default().apply(l));
+            assert!(applied.is_err(), "{text}");
+        }
+
+        // Unknown fields are ignored by both (room for a later version to add some).
+        let extra = r#"{"op":"revoke_jti","iss":"I","jti":"j","expires_at":null,"reason":"x"}"#;
+        let record: Record = serde_json::from_str(extra).unwrap();
+        let mut live = LiveState::default();
+        live.apply(Line::parse(extra.as_bytes()).unwrap()).unwrap();
+        assert_eq!(live.into_records(0), vec![record]);
+    }
+}
