@@ -173,7 +173,8 @@ async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>)
 pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), String> {
     // Also with -u: the log's lock keeps the compaction from overtaking an append of the old
     // process, which keeps answering admin requests until the hand-over.
-    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
+    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())
+        .map_err(|e| e.to_string())?;
     let keep = Persistent::new(Arc::clone(revocations.list()));
     let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
     keep.adopt(&snapshot);

@@ -21,11 +21,35 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use super::replay::{read_records, replay};
-use super::store::{Loaded, NewRecords, Record, RevocationStore};
+use super::store::{Loaded, NewRecords, Record, RevocationStore, StoreError};
 
 /// Tries per append when the log is replaced under it. A compaction takes far longer than an
 /// append, so running out means something keeps replacing the file, and the append fails.
 const MAX_APPEND_ATTEMPTS: usize = 3;
+
+/// Why [`FileStore::open`] failed. It runs before the service exists, so the messages name the
+/// log themselves.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenLogError {
+    #[error(
+        "revocation log {}: cannot create directory {}: {source}",
+        .path.display(),
+        .dir.display()
+    )]
+    CreateDir {
+        path: PathBuf,
+        dir: PathBuf,
+        source: io::Error,
+    },
+    #[error("revocation log {}: cannot open: {source}", .path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("revocation log {}: cannot open {}: {source}", .path.display(), .lock.display())]
+    OpenLock {
+        path: PathBuf,
+        lock: PathBuf,
+        source: io::Error,
+    },
+}
 
 /// `store: file`: an append-only JSON-lines log, compacted at every start.
 #[derive(Debug)]
@@ -75,17 +99,17 @@ struct Follower {
 impl FileStore {
     /// Opens (creating if missing) the log at `path`: parent directories with mode 0700, the file
     /// with mode 0600, since revocations name subjects and token ids.
-    pub fn open(path: &Path) -> Result<FileStore, String> {
+    pub fn open(path: &Path) -> Result<FileStore, OpenLogError> {
         let dir = parent_dir(path);
-        create_private_dirs(dir).map_err(|e| {
-            format!(
-                "revocation log {}: cannot create directory {}: {e}",
-                path.display(),
-                dir.display()
-            )
+        create_private_dirs(dir).map_err(|source| OpenLogError::CreateDir {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            source,
         })?;
-        let appender = open_appender(path)
-            .map_err(|e| format!("revocation log {}: cannot open: {e}", path.display()))?;
+        let appender = open_appender(path).map_err(|source| OpenLogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let lock_path = sidecar(path, ".lock");
         let lock = private_options()
             .read(true)
@@ -93,12 +117,10 @@ impl FileStore {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| {
-                format!(
-                    "revocation log {}: cannot open {}: {e}",
-                    path.display(),
-                    lock_path.display()
-                )
+            .map_err(|source| OpenLogError::OpenLock {
+                path: path.to_path_buf(),
+                lock: lock_path,
+                source,
             })?;
         Ok(FileStore {
             path: path.to_path_buf(),
@@ -111,6 +133,25 @@ impl FileStore {
     /// The log's path, for status and error messages.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The log as errors name it.
+    fn label(&self) -> String {
+        format!("revocation log {}", self.path.display())
+    }
+
+    fn cannot_read(&self, source: io::Error) -> StoreError {
+        StoreError::Read {
+            store: self.label(),
+            source,
+        }
+    }
+
+    fn cannot_compact(&self, source: io::Error) -> StoreError {
+        StoreError::Compact {
+            store: self.label(),
+            source,
+        }
     }
 
     fn tmp_path(&self) -> PathBuf {
@@ -145,16 +186,66 @@ impl FileStore {
     }
 
     /// Reads the whole log: which file it was, and what it holds.
-    fn read_all(&self, now: i64) -> Result<(FileId, Loaded), String> {
-        let cannot_read =
-            |e: io::Error| format!("revocation log {}: cannot read: {e}", self.path.display());
-        let file = File::open(&self.path).map_err(cannot_read)?;
-        let id = file
-            .metadata()
-            .map(|m| FileId::of(&m))
-            .map_err(cannot_read)?;
-        let replayed = replay(BufReader::with_capacity(1 << 16, file), now).map_err(cannot_read)?;
-        Ok((id, replayed))
+    fn read_all(&self, now: i64) -> io::Result<(FileId, Loaded)> {
+        let file = File::open(&self.path)?;
+        let id = FileId::of(&file.metadata()?);
+        let loaded = replay(BufReader::with_capacity(1 << 16, file), now)?;
+        Ok((id, loaded))
+    }
+
+    /// Reads what was appended since the follower's offset, and moves the offset past it.
+    fn read_tail(&self) -> io::Result<NewRecords> {
+        let mut follower = self.follower.lock();
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            // Removed by hand: nothing to read until an append creates it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(NewRecords::default()),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let id = FileId::of(&meta);
+        if follower.file != Some(id) || meta.len() < follower.offset {
+            // Compacted by another process (or truncated by hand): all of it is new here.
+            *follower = Follower {
+                file: Some(id),
+                offset: 0,
+            };
+        }
+        if meta.len() == follower.offset {
+            return Ok(NewRecords::default());
+        }
+        file.seek(SeekFrom::Start(follower.offset))?;
+        let (new, complete) = read_records(BufReader::new(file), follower.offset)?;
+        follower.offset += complete;
+        Ok(new)
+    }
+
+    /// Appends one serialised line to the file now at the path, under both locks.
+    fn append_line(&self, line: &[u8]) -> io::Result<()> {
+        let mut appender = self.appender.lock();
+        let _no_compaction = self.exclusive()?;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            // A newer process may have compacted since; its file is the one every later start
+            // reads, and an append to the unlinked one would be acknowledged and lost.
+            if self.current_file()? != Some(appender.id) {
+                *appender = open_appender(&self.path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot reopen {}: {e}", self.path.display()),
+                    )
+                })?;
+            }
+            appender.write_line(line)?;
+            // Replaced between the check and the fsync, the record may be only in the unlinked
+            // file: write it again. A record twice in the log replays to the same state.
+            if self.current_file()? == Some(appender.id) {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} was replaced during each of {MAX_APPEND_ATTEMPTS} attempts to append",
+            self.path.display()
+        )))
     }
 
     /// Replaces the log by one holding exactly `records`: write `<path>.tmp`, fsync it, rename it
@@ -241,53 +332,22 @@ fn write_synced(tmp: &Path, records: &[Record]) -> io::Result<(FileId, u64)> {
 }
 
 impl RevocationStore for FileStore {
-    fn append(&self, record: &Record) -> io::Result<()> {
+    fn append(&self, record: &Record) -> Result<(), StoreError> {
         let mut line = Vec::with_capacity(128);
-        serde_json::to_writer(&mut line, record)?;
+        serde_json::to_writer(&mut line, record).map_err(|e| StoreError::Write(e.into()))?;
         line.push(b'\n');
-        let mut appender = self.appender.lock();
-        let _no_compaction = self.exclusive()?;
-        for _ in 0..MAX_APPEND_ATTEMPTS {
-            // A newer process may have compacted since; its file is the one every later start
-            // reads, and an append to the unlinked one would be acknowledged and lost.
-            if self.current_file()? != Some(appender.id) {
-                *appender = open_appender(&self.path).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot reopen {}: {e}", self.path.display()),
-                    )
-                })?;
-            }
-            appender.write_line(&line)?;
-            // Replaced between the check and the fsync, the record may be only in the unlinked
-            // file: write it again. A record twice in the log replays to the same state.
-            if self.current_file()? == Some(appender.id) {
-                return Ok(());
-            }
-        }
-        Err(io::Error::other(format!(
-            "{} was replaced during each of {MAX_APPEND_ATTEMPTS} attempts to append",
-            self.path.display()
-        )))
+        self.append_line(&line).map_err(StoreError::Write)
     }
 
-    fn load_and_compact(&self, now: i64) -> Result<Loaded, String> {
+    fn load_and_compact(&self, now: i64) -> Result<Loaded, StoreError> {
         // Both held throughout, so no append of this process or of another can land in the
         // file about to be replaced after it was read.
         let mut appender = self.appender.lock();
-        let _no_appends = self.exclusive().map_err(|e| {
-            format!(
-                "revocation log {}: cannot compact: {e}",
-                self.path.display()
-            )
-        })?;
-        let (_, loaded) = self.read_all(now)?;
-        let (file, len) = self.rewrite(&loaded.records, &mut appender).map_err(|e| {
-            format!(
-                "revocation log {}: cannot compact: {e}",
-                self.path.display()
-            )
-        })?;
+        let _no_appends = self.exclusive().map_err(|e| self.cannot_compact(e))?;
+        let (_, loaded) = self.read_all(now).map_err(|e| self.cannot_read(e))?;
+        let (file, len) = self
+            .rewrite(&loaded.records, &mut appender)
+            .map_err(|e| self.cannot_compact(e))?;
         *self.follower.lock() = Follower {
             file: Some(file),
             offset: len,
@@ -295,34 +355,8 @@ impl RevocationStore for FileStore {
         Ok(loaded)
     }
 
-    fn read_new(&self) -> Result<NewRecords, String> {
-        let cannot_read =
-            |e: io::Error| format!("revocation log {}: cannot read: {e}", self.path.display());
-        let mut follower = self.follower.lock();
-        let mut file = match File::open(&self.path) {
-            Ok(file) => file,
-            // Removed by hand: nothing to read until an append creates it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(NewRecords::default()),
-            Err(e) => return Err(cannot_read(e)),
-        };
-        let meta = file.metadata().map_err(cannot_read)?;
-        let id = FileId::of(&meta);
-        if follower.file != Some(id) || meta.len() < follower.offset {
-            // Compacted by another process (or truncated by hand): all of it is new here.
-            *follower = Follower {
-                file: Some(id),
-                offset: 0,
-            };
-        }
-        if meta.len() == follower.offset {
-            return Ok(NewRecords::default());
-        }
-        file.seek(SeekFrom::Start(follower.offset))
-            .map_err(cannot_read)?;
-        let (new, complete) =
-            read_records(BufReader::new(file), follower.offset).map_err(cannot_read)?;
-        follower.offset += complete;
-        Ok(new)
+    fn read_new(&self) -> Result<NewRecords, StoreError> {
+        self.read_tail().map_err(|e| self.cannot_read(e))
     }
 
     fn name(&self) -> &'static str {
@@ -748,15 +782,31 @@ mod tests {
         // temporary file must go does.
         fs::create_dir_all(store.tmp_path().join("occupied")).unwrap();
         let err = store.load_and_compact(0).unwrap_err();
-        assert!(err.contains("cannot compact"), "{err}");
-        assert!(err.contains(".tmp"), "{err}");
+        assert!(matches!(err, StoreError::Compact { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "revocation log {}: cannot compact: ",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains(".tmp"), "{text}");
     }
 
     #[test]
     fn open_fails_cleanly_on_a_directory() {
         let dir = TempDir::new();
         let err = FileStore::open(&dir.0).unwrap_err();
-        assert!(err.contains("cannot open"), "{err}");
+        assert!(matches!(err, OpenLogError::Open { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "revocation log {}: cannot open: ",
+                dir.0.display()
+            )),
+            "{text}"
+        );
     }
 
     /// Appends to the log as another process would, bypassing `store`.

@@ -156,6 +156,21 @@ fn skip_line<R: BufRead>(reader: &mut R) -> io::Result<Option<u64>> {
     }
 }
 
+/// Why replay skipped one line. Its `Display` goes into the warning, so it never quotes the line
+/// (it could be anything, even a token).
+#[derive(Debug, thiserror::Error)]
+enum BadLine {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("{}", describe_json_error(.0))]
+    Json(#[from] serde_json::Error),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// More distinct issuers than an issuer number can count.
+    #[error("too many issuers")]
+    TooManyIssuers,
+}
+
 /// serde_json's message without its "at line 1 column N" (always line 1 here: one record per
 /// line), so the warning carries only the file's line number.
 fn describe_json_error(e: &serde_json::Error) -> String {
@@ -219,7 +234,7 @@ struct SubjectEntry {
 }
 
 impl LiveState {
-    fn issuer(&mut self, iss: &str) -> Result<u32, String> {
+    fn issuer(&mut self, iss: &str) -> Result<u32, BadLine> {
         // Consecutive lines almost always share an issuer: compare before hashing.
         if let Some(&(id, ref last)) = self.last_issuer.as_ref() {
             if last == iss {
@@ -231,17 +246,17 @@ impl LiveState {
         Ok(id)
     }
 
-    fn intern(&mut self, iss: &str) -> Result<u32, String> {
+    fn intern(&mut self, iss: &str) -> Result<u32, BadLine> {
         if let Some(&id) = self.issuer_ids.get(iss) {
             return Ok(id);
         }
-        let id = u32::try_from(self.issuers.len()).map_err(|_| "too many issuers".to_string())?;
+        let id = u32::try_from(self.issuers.len()).map_err(|_| BadLine::TooManyIssuers)?;
         self.issuers.push(iss.to_owned());
         self.issuer_ids.insert(iss.to_owned(), id);
         Ok(id)
     }
 
-    fn apply(&mut self, line: Line<'_>) -> Result<(), String> {
+    fn apply(&mut self, line: Line<'_>) -> Result<(), BadLine> {
         let iss = self.issuer(&line.iss.0)?;
         let seq = self.next_seq;
         match line.op {
@@ -263,7 +278,7 @@ impl LiveState {
             }
             Op::RevokeSubject => {
                 let key = (iss, required("sub", line.sub)?);
-                let before = line.before.ok_or("missing field `before`")?;
+                let before = line.before.ok_or(BadLine::MissingField("before"))?;
                 match self.subjects.entry(key) {
                     Entry::Occupied(mut e) => {
                         let entry = e.get_mut();
@@ -329,11 +344,11 @@ impl LiveState {
     }
 }
 
-fn required(field: &str, value: Option<Text<'_>>) -> Result<Box<str>, String> {
+fn required(field: &'static str, value: Option<Text<'_>>) -> Result<Box<str>, BadLine> {
     match value {
         Some(Text(Cow::Borrowed(s))) => Ok(s.into()),
         Some(Text(Cow::Owned(s))) => Ok(s.into_boxed_str()),
-        None => Err(format!("missing field `{field}`")),
+        None => Err(BadLine::MissingField(field)),
     }
 }
 
@@ -358,12 +373,12 @@ struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Line<'a>, String> {
+    fn parse(bytes: &'a [u8]) -> Result<Line<'a>, BadLine> {
         // A derived struct also accepts a JSON array of its fields in order; `Record` does not.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err("not a JSON object".to_string());
+            return Err(BadLine::NotAnObject);
         }
-        serde_json::from_slice(bytes).map_err(|e| describe_json_error(&e))
+        Ok(serde_json::from_slice(bytes)?)
     }
 }
 

@@ -15,9 +15,40 @@ use parking_lot::Mutex;
 
 use crate::config::{resolve_path, RevocationConf, RevocationStoreKind};
 use crate::metrics;
-use crate::revocation::file_log::FileStore;
-use crate::revocation::store::{MemoryStore, Record, RevocationStore};
-use crate::revocation::RevocationList;
+use crate::revocation::file_log::{FileStore, OpenLogError};
+use crate::revocation::list::RevocationList;
+use crate::revocation::store::{MemoryStore, Record, RevocationStore, StoreError};
+
+/// Why the revocations could not be opened; the gateway refuses to start with it. The messages
+/// name the configuration key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("revocation.path: {0}")]
+    OpenLog(#[from] OpenLogError),
+    #[error("revocation.path: {0}")]
+    Load(#[from] StoreError),
+    #[error("revocation.store: redis is not available in this build; use file or memory")]
+    RedisUnavailable,
+}
+
+/// Why a change was not made; it is not in force either. Callers log it and answer with a
+/// generic error, since the cause names paths the client has no business seeing.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("revocation store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("revocation store write failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The configured backend, not loaded yet. The one place that knows which backends exist.
+fn open_store(conf: &RevocationConf, base: &Path) -> Result<Arc<dyn RevocationStore>, OpenError> {
+    Ok(match conf.store {
+        RevocationStoreKind::Memory => Arc::new(MemoryStore),
+        RevocationStoreKind::File => Arc::new(FileStore::open(&resolve_path(base, &conf.path))?),
+        RevocationStoreKind::Redis => return Err(OpenError::RedisUnavailable),
+    })
+}
 
 pub struct Revocations {
     list: Arc<RevocationList>,
@@ -32,22 +63,9 @@ pub struct Revocations {
 
 impl Revocations {
     /// Opens the configured store, compacts it and replays it into a fresh list.
-    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, String> {
-        let store: Arc<dyn RevocationStore> =
-            match conf.store {
-                RevocationStoreKind::Memory => Arc::new(MemoryStore),
-                RevocationStoreKind::File => {
-                    let path = resolve_path(base, &conf.path);
-                    Arc::new(FileStore::open(&path).map_err(|e| format!("revocation.path: {e}"))?)
-                }
-                RevocationStoreKind::Redis => return Err(
-                    "revocation.store: redis is not available in this build; use file or memory"
-                        .into(),
-                ),
-            };
-        let loaded = store
-            .load_and_compact(now)
-            .map_err(|e| format!("revocation.path: {e}"))?;
+    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, OpenError> {
+        let store = open_store(conf, base)?;
+        let loaded = store.load_and_compact(now)?;
         for w in &loaded.warnings {
             log::warn!("revocation log: {w}");
         }
@@ -75,7 +93,7 @@ impl Revocations {
     }
 
     /// Makes `record` durable, then applies it. Returns once both are done.
-    pub async fn record(&self, record: Record) -> Result<(), String> {
+    pub async fn record(&self, record: Record) -> Result<(), WriteError> {
         let store = Arc::clone(&self.store);
         let list = Arc::clone(&self.list);
         let apply_order = Arc::clone(&self.apply_order);
@@ -83,11 +101,9 @@ impl Revocations {
             let _in_order = apply_order.lock();
             store.append(&record)?;
             apply(&list, &record);
-            Ok::<(), std::io::Error>(())
+            Ok::<(), StoreError>(())
         })
-        .await
-        .map_err(|e| format!("revocation store task failed: {e}"))?
-        .map_err(|e| format!("revocation store write failed: {e}"))?;
+        .await??;
         self.publish_counts();
         Ok(())
     }
@@ -362,6 +378,44 @@ mod tests {
             list.subject_entries(),
             vec![("I".into(), "widened".into(), 20, Some(200))]
         );
+    }
+
+    /// Operators read these at start and in the log: the typed errors keep the old texts.
+    #[tokio::test]
+    async fn errors_read_as_before() {
+        let dir = TempDir::new();
+        let on_a_directory = RevocationConf {
+            path: dir.0.clone(),
+            ..dir.conf()
+        };
+        let err = Revocations::open(&on_a_directory, Path::new("/"), 0)
+            .err()
+            .unwrap();
+        let expected = format!(
+            "revocation.path: revocation log {}: cannot open: ",
+            dir.0.display()
+        );
+        assert!(err.to_string().starts_with(&expected), "{err}");
+
+        let redis = RevocationConf {
+            store: RevocationStoreKind::Redis,
+            ..dir.conf()
+        };
+        let err = Revocations::open(&redis, Path::new("/"), 0).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "revocation.store: redis is not available in this build; use file or memory"
+        );
+
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        let err = r.record(jti("lost")).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("revocation store write failed: cannot reopen "),
+            "{err}"
+        );
+        assert!(!jti_revoked(&r, "lost"), "applied although not stored");
     }
 
     #[test]

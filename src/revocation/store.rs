@@ -59,17 +59,36 @@ pub struct NewRecords {
     pub warnings: Vec<String>,
 }
 
+/// What a store could not do. Callers only log it or refuse to start, so a backend-neutral
+/// operation plus the backend's own cause is all they need, and a new backend adds no variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// What the store holds could not be read, at start or while following another process.
+    #[error("{store}: cannot read: {source}")]
+    Read {
+        /// The store as an operator knows it, e.g. `revocation log /var/lib/p/revocations.jsonl`.
+        store: String,
+        source: io::Error,
+    },
+    /// The store could not be shrunk to the live state at start.
+    #[error("{store}: cannot compact: {source}")]
+    Compact { store: String, source: io::Error },
+    /// A change did not become durable. Only the cause: the caller says which change it was.
+    #[error(transparent)]
+    Write(io::Error),
+}
+
 /// Durable backing of the revocation list.
 pub trait RevocationStore: Send + Sync {
     /// Returns only once the record is durable (file: written and fsync'd). Blocking; callers run
     /// it on a blocking thread.
-    fn append(&self, record: &Record) -> io::Result<()>;
+    fn append(&self, record: &Record) -> Result<(), StoreError>;
     /// Called once at start (the new process of a graceful upgrade included): read everything,
     /// return the live state, and compact the backing storage to exactly that state.
-    fn load_and_compact(&self, now: i64) -> Result<Loaded, String>;
+    fn load_and_compact(&self, now: i64) -> Result<Loaded, StoreError>;
     /// What was appended since the load or the previous call. Blocking. Records this process
     /// appended come back too: applying them again, in log order, ends in the same state.
-    fn read_new(&self) -> Result<NewRecords, String>;
+    fn read_new(&self) -> Result<NewRecords, StoreError>;
     /// The `revocation.store` value this implements.
     fn name(&self) -> &'static str;
 }
@@ -79,15 +98,15 @@ pub trait RevocationStore: Send + Sync {
 pub struct MemoryStore;
 
 impl RevocationStore for MemoryStore {
-    fn append(&self, _record: &Record) -> io::Result<()> {
+    fn append(&self, _record: &Record) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn load_and_compact(&self, _now: i64) -> Result<Loaded, String> {
+    fn load_and_compact(&self, _now: i64) -> Result<Loaded, StoreError> {
         Ok(Loaded::default())
     }
 
-    fn read_new(&self) -> Result<NewRecords, String> {
+    fn read_new(&self) -> Result<NewRecords, StoreError> {
         Ok(NewRecords::default())
     }
 
