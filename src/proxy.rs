@@ -29,7 +29,6 @@ use crate::metrics;
 use crate::rate_limit::{RateKey, RateLimiter};
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::revocation::service::Revocations;
-use crate::revocation::store::Record;
 use crate::routing::RouteMatch;
 use crate::runtime::{Persistent, Route, Snapshot};
 use crate::upstream::{HashKey, Tried};
@@ -324,12 +323,9 @@ impl Gateway {
                 let only_issuer = ["issuer".to_string()];
                 if let Ok(v) = auth.authenticate(&token, Some(&only_issuer), now).await {
                     if let Some(jti) = &v.valid.jti {
-                        let record = Record::RevokeJti {
-                            iss: v.iss.clone(),
-                            jti: jti.clone(),
-                            expires_at: Some(v.valid.exp.saturating_add(30)),
-                        };
-                        if let Err(e) = self.shared.revocations.record(record).await {
+                        let revocations = &self.shared.revocations;
+                        if let Err(e) = revocations.revoke_token(&v.iss, jti, v.valid.exp, 30).await
+                        {
                             log::error!("token revocation not stored: {e}");
                             return LocalResponse::error(
                                 503,

@@ -92,8 +92,75 @@ impl Revocations {
         &self.list
     }
 
+    /// Revokes one verified token (RFC 7009 at the issuer). Its entry is kept until no copy of
+    /// the token can pass validation any more: `exp` plus the `leeway` it was validated with.
+    pub async fn revoke_token(
+        &self,
+        iss: &str,
+        jti: &str,
+        exp: i64,
+        leeway: i64,
+    ) -> Result<(), WriteError> {
+        self.revoke_jti(iss, jti, Some(exp.saturating_add(leeway)))
+            .await
+    }
+
+    /// Revokes the token `(iss, jti)` for an admin, who may not hold the token, so the caller
+    /// decides how long the entry must last (`expires_at`; `None`: until unrevoked). Like every
+    /// change here it returns once durable and in force, and an error means it is neither.
+    pub async fn revoke_jti(
+        &self,
+        iss: &str,
+        jti: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), WriteError> {
+        self.record(Record::RevokeJti {
+            iss: iss.to_owned(),
+            jti: jti.to_owned(),
+            expires_at,
+        })
+        .await
+    }
+
+    /// Revokes every token of `(iss, sub)` with `iat < before`, the ones not seen yet included,
+    /// which is why it is kept by cut-off rather than by token (`expires_at`; `None`: until
+    /// unrevoked).
+    pub async fn revoke_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+        before: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(), WriteError> {
+        self.record(Record::RevokeSubject {
+            iss: iss.to_owned(),
+            sub: sub.to_owned(),
+            before,
+            expires_at,
+        })
+        .await
+    }
+
+    /// Lifts a [`Revocations::revoke_jti`] (or `revoke_token`); harmless if there is none.
+    pub async fn unrevoke_jti(&self, iss: &str, jti: &str) -> Result<(), WriteError> {
+        self.record(Record::DeleteJti {
+            iss: iss.to_owned(),
+            jti: jti.to_owned(),
+        })
+        .await
+    }
+
+    /// Lifts a [`Revocations::revoke_subject`]; harmless if there is none.
+    pub async fn unrevoke_subject(&self, iss: &str, sub: &str) -> Result<(), WriteError> {
+        self.record(Record::DeleteSubject {
+            iss: iss.to_owned(),
+            sub: sub.to_owned(),
+        })
+        .await
+    }
+
     /// Makes `record` durable, then applies it. Returns once both are done.
-    pub async fn record(&self, record: Record) -> Result<(), WriteError> {
+    async fn record(&self, record: Record) -> Result<(), WriteError> {
         let store = Arc::clone(&self.store);
         let list = Arc::clone(&self.list);
         let apply_order = Arc::clone(&self.apply_order);
@@ -304,18 +371,18 @@ mod tests {
         let dir = TempDir::new();
         let base = Path::new("/");
         let old = Revocations::open(&dir.conf(), base, 0).unwrap();
-        old.record(jti("before-upgrade")).await.unwrap();
+        old.revoke_jti("I", "before-upgrade", None).await.unwrap();
         let new = Revocations::open(&dir.conf(), base, 0).unwrap();
         assert!(jti_revoked(&new, "before-upgrade"));
 
-        old.record(jti("during-upgrade")).await.unwrap();
-        old.record(delete_jti("before-upgrade")).await.unwrap();
+        old.revoke_jti("I", "during-upgrade", None).await.unwrap();
+        old.unrevoke_jti("I", "before-upgrade").await.unwrap();
         new.follow();
         assert!(jti_revoked(&new, "during-upgrade"));
         assert!(!jti_revoked(&new, "before-upgrade"));
         assert_eq!(new.list().counts(), (1, 0));
 
-        new.record(jti("after-upgrade")).await.unwrap();
+        new.revoke_jti("I", "after-upgrade", None).await.unwrap();
         old.follow();
         assert!(jti_revoked(&old, "after-upgrade"));
         drop((old, new));
@@ -329,12 +396,12 @@ mod tests {
     async fn reading_back_its_own_records_changes_nothing() {
         let dir = TempDir::new();
         let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
-        r.record(jti("j")).await.unwrap();
-        r.record(delete_jti("j")).await.unwrap();
-        r.record(jti("j")).await.unwrap();
-        r.record(jti("gone")).await.unwrap();
-        r.record(delete_jti("gone")).await.unwrap();
-        r.record(subject("s", 100, Some(10))).await.unwrap();
+        r.revoke_jti("I", "j", None).await.unwrap();
+        r.unrevoke_jti("I", "j").await.unwrap();
+        r.revoke_jti("I", "j", None).await.unwrap();
+        r.revoke_jti("I", "gone", None).await.unwrap();
+        r.unrevoke_jti("I", "gone").await.unwrap();
+        r.revoke_subject("I", "s", 100, Some(10)).await.unwrap();
         r.follow();
         assert!(jti_revoked(&r, "j"));
         assert!(!jti_revoked(&r, "gone"));
@@ -346,6 +413,28 @@ mod tests {
         // Nothing new: nothing applied twice.
         r.follow();
         assert_eq!(r.list().counts(), (1, 1));
+    }
+
+    /// Each intent lands in the log as the record a replay turns back into the same entry.
+    #[tokio::test]
+    async fn each_intent_is_logged_as_its_record() {
+        let dir = TempDir::new();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        r.revoke_token("I", "t", 100, 30).await.unwrap();
+        r.revoke_subject("I", "s", 5, None).await.unwrap();
+        r.revoke_subject("I", "lifted", 5, None).await.unwrap();
+        r.unrevoke_subject("I", "lifted").await.unwrap();
+        assert_eq!(
+            r.list().jti_entries(),
+            vec![("I".into(), "t".into(), Some(130))]
+        );
+        assert_eq!(
+            r.list().subject_entries(),
+            vec![("I".into(), "s".into(), 5, None)]
+        );
+        drop(r);
+        let restarted = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        assert_eq!(restarted.list().counts(), (1, 1));
     }
 
     #[test]
@@ -409,7 +498,7 @@ mod tests {
 
         let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
         std::fs::remove_dir_all(&dir.0).unwrap();
-        let err = r.record(jti("lost")).await.unwrap_err();
+        let err = r.revoke_jti("I", "lost", None).await.unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("revocation store write failed: cannot reopen "),
