@@ -213,8 +213,8 @@ impl Warnings {
 /// record's `jti`/`sub` without a copy.
 #[derive(Default)]
 struct LiveState {
-    jtis: HashMap<(u32, Box<str>), JtiEntry>,
-    subjects: HashMap<(u32, Box<str>), SubjectEntry>,
+    jtis: HashMap<Key, Revoked<()>>,
+    subjects: HashMap<Key, Revoked<i64>>,
     issuers: Vec<String>,
     issuer_ids: HashMap<String, u32>,
     last_issuer: Option<(u32, String)>,
@@ -222,15 +222,30 @@ struct LiveState {
     next_seq: u64,
 }
 
-struct JtiEntry {
+/// `(issuer number, jti or sub)`.
+type Key = (u32, Box<str>);
+
+/// A key in force: when it first appeared, its cut-off (`before` of a subject; a jti has none,
+/// `()`) and until when.
+struct Revoked<B> {
     seq: u64,
+    before: B,
     expires_at: Option<i64>,
 }
 
-struct SubjectEntry {
-    seq: u64,
-    before: i64,
-    expires_at: Option<i64>,
+/// Two revocations of one key merge to the one that covers more: the later cut-off.
+trait Cutoff: Copy {
+    fn merge(self, other: Self) -> Self;
+}
+
+impl Cutoff for () {
+    fn merge(self, _: ()) {}
+}
+
+impl Cutoff for i64 {
+    fn merge(self, other: i64) -> i64 {
+        self.max(other)
+    }
 }
 
 impl LiveState {
@@ -258,42 +273,16 @@ impl LiveState {
 
     fn apply(&mut self, line: Line<'_>) -> Result<(), BadLine> {
         let iss = self.issuer(&line.iss.0)?;
-        let seq = self.next_seq;
+        let seq = &mut self.next_seq;
         match line.op {
             Op::RevokeJti => {
                 let key = (iss, required("jti", line.jti)?);
-                match self.jtis.entry(key) {
-                    Entry::Occupied(mut e) => {
-                        let entry = e.get_mut();
-                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(JtiEntry {
-                            seq,
-                            expires_at: line.expires_at,
-                        });
-                        self.next_seq += 1;
-                    }
-                }
+                revoke(&mut self.jtis, seq, key, (), line.expires_at);
             }
             Op::RevokeSubject => {
                 let key = (iss, required("sub", line.sub)?);
                 let before = line.before.ok_or(BadLine::MissingField("before"))?;
-                match self.subjects.entry(key) {
-                    Entry::Occupied(mut e) => {
-                        let entry = e.get_mut();
-                        entry.before = entry.before.max(before);
-                        entry.expires_at = later_expiry(entry.expires_at, line.expires_at);
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(SubjectEntry {
-                            seq,
-                            before,
-                            expires_at: line.expires_at,
-                        });
-                        self.next_seq += 1;
-                    }
-                }
+                revoke(&mut self.subjects, seq, key, before, line.expires_at);
             }
             Op::DeleteJti => {
                 self.jtis.remove(&(iss, required("jti", line.jti)?));
@@ -307,41 +296,69 @@ impl LiveState {
 
     /// Drops entries with `expires_at < now` and returns the rest in order of first appearance.
     fn into_records(self, now: i64) -> Vec<Record> {
-        let alive = |expires_at: Option<i64>| expires_at.is_none_or(|t| t >= now);
-        let issuers = &self.issuers;
+        let LiveState {
+            jtis,
+            subjects,
+            issuers,
+            ..
+        } = self;
         let issuer = |id: u32| issuers.get(id as usize).cloned().unwrap_or_default();
-        let mut ordered: Vec<(u64, Record)> =
-            Vec::with_capacity(self.jtis.len() + self.subjects.len());
-        ordered.extend(
-            self.jtis
-                .into_iter()
-                .filter(|(_, e)| alive(e.expires_at))
-                .map(|((iss, jti), e)| {
-                    let record = Record::RevokeJti {
-                        iss: issuer(iss),
-                        jti: jti.into_string(),
-                        expires_at: e.expires_at,
-                    };
-                    (e.seq, record)
-                }),
-        );
-        ordered.extend(
-            self.subjects
-                .into_iter()
-                .filter(|(_, e)| alive(e.expires_at))
-                .map(|((iss, sub), e)| {
-                    let record = Record::RevokeSubject {
-                        iss: issuer(iss),
-                        sub: sub.into_string(),
-                        before: e.before,
-                        expires_at: e.expires_at,
-                    };
-                    (e.seq, record)
-                }),
-        );
+        let mut ordered: Vec<(u64, Record)> = Vec::with_capacity(jtis.len() + subjects.len());
+        ordered.extend(alive(jtis, now).map(|((iss, jti), e)| {
+            let record = Record::RevokeJti {
+                iss: issuer(iss),
+                jti: jti.into_string(),
+                expires_at: e.expires_at,
+            };
+            (e.seq, record)
+        }));
+        ordered.extend(alive(subjects, now).map(|((iss, sub), e)| {
+            let record = Record::RevokeSubject {
+                iss: issuer(iss),
+                sub: sub.into_string(),
+                before: e.before,
+                expires_at: e.expires_at,
+            };
+            (e.seq, record)
+        }));
         ordered.sort_unstable_by_key(|(seq, _)| *seq);
         ordered.into_iter().map(|(_, record)| record).collect()
     }
+}
+
+/// Lists `key`, or merges into its entry; `next_seq` numbers keys in order of first appearance.
+fn revoke<B: Cutoff>(
+    entries: &mut HashMap<Key, Revoked<B>>,
+    next_seq: &mut u64,
+    key: Key,
+    before: B,
+    expires_at: Option<i64>,
+) {
+    match entries.entry(key) {
+        Entry::Occupied(mut e) => {
+            let entry = e.get_mut();
+            entry.before = entry.before.merge(before);
+            entry.expires_at = later_expiry(entry.expires_at, expires_at);
+        }
+        Entry::Vacant(e) => {
+            e.insert(Revoked {
+                seq: *next_seq,
+                before,
+                expires_at,
+            });
+            *next_seq += 1;
+        }
+    }
+}
+
+/// Expiry is inclusive: an entry with `expires_at == now` is still in force.
+fn alive<B>(
+    entries: HashMap<Key, Revoked<B>>,
+    now: i64,
+) -> impl Iterator<Item = (Key, Revoked<B>)> {
+    entries
+        .into_iter()
+        .filter(move |(_, e)| e.expires_at.is_none_or(|t| t >= now))
 }
 
 fn required(field: &'static str, value: Option<Text<'_>>) -> Result<Box<str>, BadLine> {
