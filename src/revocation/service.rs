@@ -41,6 +41,9 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
+/// What every change returns: `Ok` once it is durable and in force, an error if it is neither.
+pub type Stored = Result<(), WriteError>;
+
 /// The configured backend, not loaded yet. The one place that knows which backends exist.
 fn open_store(conf: &RevocationConf, base: &Path) -> Result<Arc<dyn RevocationStore>, OpenError> {
     Ok(match conf.store {
@@ -94,29 +97,18 @@ impl Revocations {
 
     /// Revokes one verified token (RFC 7009 at the issuer). Its entry is kept until no copy of
     /// the token can pass validation any more: `exp` plus the `leeway` it was validated with.
-    pub async fn revoke_token(
-        &self,
-        iss: &str,
-        jti: &str,
-        exp: i64,
-        leeway: i64,
-    ) -> Result<(), WriteError> {
+    pub async fn revoke_token(&self, iss: &str, jti: &str, exp: i64, leeway: i64) -> Stored {
         self.revoke_jti(iss, jti, Some(exp.saturating_add(leeway)))
             .await
     }
 
     /// Revokes the token `(iss, jti)` for an admin, who may not hold the token, so the caller
-    /// decides how long the entry must last (`expires_at`; `None`: until unrevoked). Like every
-    /// change here it returns once durable and in force, and an error means it is neither.
-    pub async fn revoke_jti(
-        &self,
-        iss: &str,
-        jti: &str,
-        expires_at: Option<i64>,
-    ) -> Result<(), WriteError> {
+    /// decides how long the entry must last (`expires_at`; `None`: until unrevoked).
+    pub async fn revoke_jti(&self, iss: &str, jti: &str, expires_at: Option<i64>) -> Stored {
+        let (iss, jti) = (iss.to_owned(), jti.to_owned());
         self.record(Record::RevokeJti {
-            iss: iss.to_owned(),
-            jti: jti.to_owned(),
+            iss,
+            jti,
             expires_at,
         })
         .await
@@ -131,10 +123,11 @@ impl Revocations {
         sub: &str,
         before: i64,
         expires_at: Option<i64>,
-    ) -> Result<(), WriteError> {
+    ) -> Stored {
+        let (iss, sub) = (iss.to_owned(), sub.to_owned());
         self.record(Record::RevokeSubject {
-            iss: iss.to_owned(),
-            sub: sub.to_owned(),
+            iss,
+            sub,
             before,
             expires_at,
         })
@@ -142,25 +135,19 @@ impl Revocations {
     }
 
     /// Lifts a [`Revocations::revoke_jti`] (or `revoke_token`); harmless if there is none.
-    pub async fn unrevoke_jti(&self, iss: &str, jti: &str) -> Result<(), WriteError> {
-        self.record(Record::DeleteJti {
-            iss: iss.to_owned(),
-            jti: jti.to_owned(),
-        })
-        .await
+    pub async fn unrevoke_jti(&self, iss: &str, jti: &str) -> Stored {
+        let (iss, jti) = (iss.to_owned(), jti.to_owned());
+        self.record(Record::DeleteJti { iss, jti }).await
     }
 
     /// Lifts a [`Revocations::revoke_subject`]; harmless if there is none.
-    pub async fn unrevoke_subject(&self, iss: &str, sub: &str) -> Result<(), WriteError> {
-        self.record(Record::DeleteSubject {
-            iss: iss.to_owned(),
-            sub: sub.to_owned(),
-        })
-        .await
+    pub async fn unrevoke_subject(&self, iss: &str, sub: &str) -> Stored {
+        let (iss, sub) = (iss.to_owned(), sub.to_owned());
+        self.record(Record::DeleteSubject { iss, sub }).await
     }
 
     /// Makes `record` durable, then applies it. Returns once both are done.
-    async fn record(&self, record: Record) -> Result<(), WriteError> {
+    async fn record(&self, record: Record) -> Stored {
         let store = Arc::clone(&self.store);
         let list = Arc::clone(&self.list);
         let apply_order = Arc::clone(&self.apply_order);
