@@ -438,53 +438,104 @@ fn ends_mid_line(file: &File) -> io::Result<bool> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::revocation::replay::{MAX_LINE_BYTES, MAX_WARNINGS};
+    use crate::revocation::replay::MAX_LINE_BYTES;
+    use crate::revocation::store::tests::{delete_jti, jti, jtis, line, lines, subject};
     use crate::revocation::test_support::TempDir;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
-        Record::RevokeJti {
-            iss: iss.into(),
-            jti: jti.into(),
-            expires_at,
+    /// A log path in a fresh directory, which goes when this is dropped.
+    struct Log {
+        path: PathBuf,
+        _dir: TempDir,
+    }
+
+    impl Log {
+        fn new() -> Log {
+            let dir = TempDir::new();
+            Log {
+                path: dir.log(),
+                _dir: dir,
+            }
+        }
+
+        /// A log that holds `content` before any store opens it, as a crash or an edit left it.
+        fn holding(content: impl AsRef<[u8]>) -> Log {
+            let log = Log::new();
+            fs::create_dir_all(parent_dir(&log.path)).unwrap();
+            fs::write(&log.path, content).unwrap();
+            log
+        }
+
+        /// Opens a store on the log and loads it, as a restart would.
+        fn restart(&self, now: i64) -> (FileStore, Loaded) {
+            let store = FileStore::open(&self.path).unwrap();
+            let loaded = store.load_and_compact(now).unwrap();
+            (store, loaded)
+        }
+
+        /// What a restart at `now` finds, the store closed again.
+        fn reload(&self, now: i64) -> Loaded {
+            self.restart(now).1
+        }
+
+        /// The records in the file, read without the store.
+        fn records(&self) -> Vec<Record> {
+            fs::read_to_string(&self.path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+
+        /// Appends to the log as another process would, bypassing any store.
+        fn append_raw(&self, bytes: impl AsRef<[u8]>) {
+            OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .unwrap()
+                .write_all(bytes.as_ref())
+                .unwrap();
         }
     }
 
-    fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
-        Record::RevokeSubject {
-            iss: iss.into(),
-            sub: sub.into(),
-            before,
-            expires_at,
+    fn append_all(store: &FileStore, records: &[Record]) {
+        for record in records {
+            store.append(record).unwrap();
         }
     }
 
-    fn line(record: &Record) -> String {
-        let mut s = serde_json::to_string(record).unwrap();
-        s.push('\n');
-        s
+    fn read_new(store: &FileStore) -> Vec<Record> {
+        let new = store.read_new().unwrap();
+        assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+        new.records
     }
 
-    /// Opens a fresh store on `path` and loads it, as a restart would.
-    fn restart(path: &Path, now: i64) -> (FileStore, Loaded) {
-        let store = FileStore::open(path).unwrap();
-        let loaded = store.load_and_compact(now).unwrap();
-        (store, loaded)
-    }
-
-    fn file_records(path: &Path) -> Vec<Record> {
-        fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// Runs `work` on a thread while another process holds the log (`held`), checks that it
+    /// waits, runs `meanwhile` as the holder, then lets go and returns what `work` returned.
+    fn waits_for_the_lock<T: Send + 'static>(
+        held: LogLock<'_>,
+        work: impl FnOnce() -> T + Send + 'static,
+        meanwhile: impl FnOnce(),
+    ) -> T {
+        let (done, finished) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let out = work();
+            done.send(()).unwrap();
+            out
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "went ahead while another process held the log"
+        );
+        meanwhile();
+        drop(held);
+        worker.join().unwrap()
     }
 
     #[test]
     fn append_then_reload_round_trips() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, loaded) = restart(&path, 100);
+        let log = Log::new();
+        let (store, loaded) = log.restart(100);
         assert!(loaded.records.is_empty() && loaded.warnings.is_empty());
         assert_eq!(store.name(), "file");
         let written = vec![
@@ -492,69 +543,29 @@ mod tests {
             subject("https://a", "alice", 90, None),
             jti("https://b", "j\"2\n", None),
         ];
-        for r in &written {
-            store.append(r).unwrap();
-        }
+        append_all(&store, &written);
         drop(store);
-        let (_, loaded) = restart(&path, 100);
+        let loaded = log.reload(100);
         assert_eq!(loaded.records, written);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 
     #[test]
-    fn deletions_remove_and_later_revocations_come_back() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
-        store.append(&jti("I", "j1", None)).unwrap();
-        store.append(&jti("I", "j2", None)).unwrap();
-        store.append(&subject("I", "s1", 10, None)).unwrap();
-        store.append(&subject("I", "s2", 10, None)).unwrap();
-        store
-            .append(&Record::DeleteJti {
-                iss: "I".into(),
-                jti: "j1".into(),
-            })
-            .unwrap();
-        store
-            .append(&Record::DeleteSubject {
-                iss: "I".into(),
-                sub: "s1".into(),
-            })
-            .unwrap();
-        // Deleting something never revoked, or for another issuer, is harmless.
-        store
-            .append(&Record::DeleteJti {
-                iss: "other".into(),
-                jti: "j2".into(),
-            })
-            .unwrap();
-        // Revoked again after its deletion: live again, ordered by its new appearance.
-        store.append(&jti("I", "j1", Some(50))).unwrap();
-        drop(store);
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(
-            loaded.records,
-            vec![
-                jti("I", "j2", None),
-                subject("I", "s2", 10, None),
-                jti("I", "j1", Some(50)),
-            ]
-        );
-    }
-
-    #[test]
     fn expired_entries_are_dropped_at_load() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
-        store.append(&jti("I", "old", Some(99))).unwrap();
-        store.append(&jti("I", "edge", Some(100))).unwrap();
-        store.append(&jti("I", "forever", None)).unwrap();
-        store.append(&subject("I", "old", 1, Some(50))).unwrap();
-        store.append(&subject("I", "new", 1, Some(150))).unwrap();
+        let log = Log::new();
+        let (store, _) = log.restart(0);
+        append_all(
+            &store,
+            &[
+                jti("I", "old", Some(99)),
+                jti("I", "edge", Some(100)),
+                jti("I", "forever", None),
+                subject("I", "old", 1, Some(50)),
+                subject("I", "new", 1, Some(150)),
+            ],
+        );
         drop(store);
-        let (_, loaded) = restart(&path, 100);
+        let loaded = log.reload(100);
         assert_eq!(
             loaded.records,
             vec![
@@ -564,122 +575,57 @@ mod tests {
             ]
         );
         // Compaction removed them from the file too.
-        assert_eq!(file_records(&path), loaded.records);
-    }
-
-    #[test]
-    fn subject_cutoffs_merge_to_the_larger_before_and_later_expiry() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
-        store.append(&subject("I", "a", 100, Some(1000))).unwrap();
-        store.append(&subject("I", "a", 50, Some(2000))).unwrap();
-        store.append(&subject("I", "b", 10, None)).unwrap();
-        store.append(&subject("I", "b", 20, Some(30))).unwrap();
-        store.append(&subject("other", "a", 5, Some(5))).unwrap();
-        store.append(&jti("I", "j", Some(10))).unwrap();
-        store.append(&jti("I", "j", Some(5))).unwrap();
-        drop(store);
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(
-            loaded.records,
-            vec![
-                subject("I", "a", 100, Some(2000)),
-                subject("I", "b", 20, None),
-                subject("other", "a", 5, Some(5)),
-                jti("I", "j", Some(10)),
-            ]
-        );
+        assert_eq!(log.records(), loaded.records);
     }
 
     #[test]
     fn torn_last_line_is_skipped_and_the_log_is_clean_afterwards() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
         let whole = [jti("I", "j1", None), subject("I", "s", 5, None)];
         let torn = line(&jti("I", "j3", None));
-        let content = format!(
-            "{}{}{}",
-            line(&whole[0]),
-            line(&whole[1]),
-            &torn[..torn.len() / 2]
-        );
-        fs::write(&path, content).unwrap();
+        let log = Log::holding(lines(&whole) + &torn[..torn.len() / 2]);
 
-        let (store, loaded) = restart(&path, 0);
+        let (store, loaded) = log.restart(0);
         assert_eq!(loaded.records, whole);
         assert_eq!(loaded.warnings, vec!["line 3: torn last line skipped"]);
-        let clean = format!("{}{}", line(&whole[0]), line(&whole[1]));
-        assert_eq!(fs::read_to_string(&path).unwrap(), clean);
+        assert_eq!(fs::read_to_string(&log.path).unwrap(), lines(&whole));
 
         store.append(&jti("I", "j4", None)).unwrap();
         drop(store);
-        let (_, loaded) = restart(&path, 0);
+        let loaded = log.reload(0);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         assert_eq!(loaded.records.len(), 3);
         assert_eq!(loaded.records[2], jti("I", "j4", None));
     }
 
     #[test]
-    fn complete_json_without_newline_is_still_torn() {
-        // The newline is part of the write that the fsync acknowledges; without it the append
-        // never returned Ok.
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let last = line(&jti("I", "j2", None));
-        fs::write(
-            &path,
-            format!("{}{}", line(&jti("I", "j1", None)), last.trim_end()),
-        )
-        .unwrap();
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
-        assert_eq!(loaded.warnings, vec!["line 2: torn last line skipped"]);
-    }
-
-    #[test]
     fn appending_after_a_torn_tail_without_loading_keeps_the_new_record() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(
-            &path,
-            format!("{}{{\"op\":\"rev", line(&jti("I", "j1", None))),
-        )
-        .unwrap();
-        let store = FileStore::open(&path).unwrap();
+        let log = Log::holding(line(&jti("I", "j1", None)) + "{\"op\":\"rev");
+        let store = FileStore::open(&log.path).unwrap();
         store.append(&jti("I", "j2", None)).unwrap();
         drop(store);
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(
-            loaded.records,
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
+        let loaded = log.reload(0);
+        assert_eq!(loaded.records, jtis(&["j1", "j2"]));
         assert_eq!(loaded.warnings.len(), 1);
         assert!(loaded.warnings[0].starts_with("line 2: invalid record ("));
     }
 
     #[test]
     fn bad_lines_in_the_middle_are_reported_by_line_number() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let content = [
-            line(&jti("I", "j1", None)).into_bytes(),
-            b"this is not json\n".to_vec(),
-            line(&jti("I", "j2", None)).into_bytes(),
-            b"\n".to_vec(),
-            b"{\"op\":\"revoke_jti\",\"iss\":\"I\"}\n".to_vec(),
-            b"{\"op\":\"explode\",\"iss\":\"I\"}\n".to_vec(),
-            // A well-formed record except for invalid UTF-8 in a string.
-            b"{\"op\":\"revoke_jti\",\"iss\":\"I\",\"jti\":\"\xff\xfe\"}\n".to_vec(),
-            line(&subject("I", "s", 3, None)).into_bytes(),
-        ]
-        .concat();
-        fs::write(&path, content).unwrap();
-        let (store, loaded) = restart(&path, 0);
+        let log = Log::holding(
+            [
+                line(&jti("I", "j1", None)).into_bytes(),
+                b"this is not json\n".to_vec(),
+                line(&jti("I", "j2", None)).into_bytes(),
+                b"\n".to_vec(),
+                b"{\"op\":\"revoke_jti\",\"iss\":\"I\"}\n".to_vec(),
+                b"{\"op\":\"explode\",\"iss\":\"I\"}\n".to_vec(),
+                // A well-formed record except for invalid UTF-8 in a string.
+                b"{\"op\":\"revoke_jti\",\"iss\":\"I\",\"jti\":\"\xff\xfe\"}\n".to_vec(),
+                line(&subject("I", "s", 3, None)).into_bytes(),
+            ]
+            .concat(),
+        );
+        let (store, loaded) = log.restart(0);
         assert_eq!(
             loaded.records,
             vec![
@@ -701,96 +647,50 @@ mod tests {
         );
         assert!(loaded.warnings.iter().all(|w| w.ends_with(", skipped")));
         // The bad lines are gone from the compacted log.
-        assert_eq!(file_records(&path), loaded.records);
+        assert_eq!(log.records(), loaded.records);
         drop(store);
-        assert!(restart(&path, 0).1.warnings.is_empty());
-    }
-
-    #[test]
-    fn an_overlong_line_is_skipped_without_losing_the_next() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut content = line(&jti("I", "j1", None)).into_bytes();
-        content.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES as usize) * 3));
-        content.push(b'\n');
-        content.extend(line(&jti("I", "j2", None)).into_bytes());
-        fs::write(&path, content).unwrap();
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(
-            loaded.records,
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
-        assert_eq!(
-            loaded.warnings,
-            vec![format!(
-                "line 2: longer than {MAX_LINE_BYTES} bytes, skipped"
-            )]
-        );
-    }
-
-    #[test]
-    fn warnings_are_capped() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, "garbage\n".repeat(MAX_WARNINGS + 7)).unwrap();
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(loaded.warnings.len(), MAX_WARNINGS + 1);
-        assert_eq!(loaded.warnings[MAX_WARNINGS], "7 more bad lines skipped");
+        assert!(log.reload(0).warnings.is_empty());
     }
 
     #[test]
     fn compaction_writes_exactly_the_live_state() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
+        let log = Log::new();
+        let (store, _) = log.restart(0);
         for i in 0..50 {
             store.append(&jti("I", &format!("j{i}"), Some(i))).unwrap();
             store.append(&subject("I", "s", i, None)).unwrap();
             if i % 2 == 0 {
-                store
-                    .append(&Record::DeleteJti {
-                        iss: "I".into(),
-                        jti: format!("j{i}"),
-                    })
-                    .unwrap();
+                store.append(&delete_jti("I", &format!("j{i}"))).unwrap();
             }
         }
         drop(store);
-        let (store, loaded) = restart(&path, 20);
+        let (store, loaded) = log.restart(20);
         let mut expected: Vec<Record> = (21..50)
             .filter(|i| i % 2 == 1)
             .map(|i| jti("I", &format!("j{i}"), Some(i)))
             .collect();
         expected.insert(0, subject("I", "s", 49, None));
         assert_eq!(loaded.records, expected);
-        assert_eq!(file_records(&path), expected);
+        assert_eq!(log.records(), expected);
         assert!(!store.tmp_path().exists());
         // Compacting a compacted log changes nothing.
         let again = store.load_and_compact(20).unwrap();
         assert_eq!(again.records, expected);
-        assert_eq!(file_records(&path), expected);
+        assert_eq!(log.records(), expected);
     }
 
     #[test]
     fn a_compaction_failure_is_an_error_not_a_panic() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let store = FileStore::open(&path).unwrap();
+        let log = Log::new();
+        let store = FileStore::open(&log.path).unwrap();
         // Runs as root in CI, so a read-only directory would not stop it; a directory where the
         // temporary file must go does.
         fs::create_dir_all(store.tmp_path().join("occupied")).unwrap();
         let err = store.load_and_compact(0).unwrap_err();
         assert!(matches!(err, StoreError::Compact { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(
-            text.starts_with(&format!(
-                "revocation log {}: cannot compact: ",
-                path.display()
-            )),
-            "{text}"
-        );
+        let expected = format!("revocation log {}: cannot compact: ", log.path.display());
+        assert!(text.starts_with(&expected), "{text}");
         assert!(text.contains(".tmp"), "{text}");
     }
 
@@ -800,47 +700,22 @@ mod tests {
         let err = FileStore::open(&dir.0).unwrap_err();
         assert!(matches!(err, OpenLogError::Open { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(
-            text.starts_with(&format!(
-                "revocation log {}: cannot open: ",
-                dir.0.display()
-            )),
-            "{text}"
-        );
-    }
-
-    /// Appends to the log as another process would, bypassing `store`.
-    fn append_raw(path: &Path, bytes: &[u8]) {
-        OpenOptions::new()
-            .append(true)
-            .open(path)
-            .unwrap()
-            .write_all(bytes)
-            .unwrap();
-    }
-
-    fn read_new(store: &FileStore) -> Vec<Record> {
-        let new = store.read_new().unwrap();
-        assert!(new.warnings.is_empty(), "{:?}", new.warnings);
-        new.records
+        let expected = format!("revocation log {}: cannot open: ", dir.0.display());
+        assert!(text.starts_with(&expected), "{text}");
     }
 
     /// Two stores on one path stand for the old and the new process of a graceful upgrade.
     #[test]
     fn two_processes_read_each_others_appends() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (old, _) = restart(&path, 0);
+        let log = Log::new();
+        let (old, _) = log.restart(0);
         old.append(&jti("I", "j0", None)).unwrap();
-        let (new, loaded) = restart(&path, 0);
-        assert_eq!(loaded.records, vec![jti("I", "j0", None)]);
-        assert_eq!(read_new(&old), vec![jti("I", "j0", None)], "its own append");
+        let (new, loaded) = log.restart(0);
+        assert_eq!(loaded.records, jtis(&["j0"]));
+        assert_eq!(read_new(&old), jtis(&["j0"]), "its own append");
 
         old.append(&jti("I", "j1", None)).unwrap();
-        let delete = Record::DeleteJti {
-            iss: "I".into(),
-            jti: "j0".into(),
-        };
+        let delete = delete_jti("I", "j0");
         old.append(&delete).unwrap();
         assert_eq!(read_new(&new), vec![jti("I", "j1", None), delete.clone()]);
         assert!(read_new(&new).is_empty(), "read once");
@@ -855,32 +730,20 @@ mod tests {
 
     #[test]
     fn an_append_after_another_process_compacted_lands_in_the_live_file() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (a, _) = restart(&path, 0);
-        a.append(&jti("I", "j1", None)).unwrap();
-        a.append(&jti("I", "expired", Some(1))).unwrap();
-        let (b, loaded) = restart(&path, 10);
-        assert_eq!(loaded.records, vec![jti("I", "j1", None)]);
+        let log = Log::new();
+        let (a, _) = log.restart(0);
+        append_all(&a, &[jti("I", "j1", None), jti("I", "expired", Some(1))]);
+        let (b, loaded) = log.restart(10);
+        assert_eq!(loaded.records, jtis(&["j1"]));
 
         // `a` still holds the file `b` renamed over; its append must reach the new one.
         a.append(&jti("I", "j2", None)).unwrap();
-        assert_eq!(
-            file_records(&path),
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
-        assert_eq!(read_new(&b), vec![jti("I", "j2", None)]);
+        assert_eq!(log.records(), jtis(&["j1", "j2"]));
+        assert_eq!(read_new(&b), jtis(&["j2"]));
         // `a` had read the old file: the new one is new to it from its first byte.
-        assert_eq!(
-            read_new(&a),
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
+        assert_eq!(read_new(&a), jtis(&["j1", "j2"]));
         drop((a, b));
-        let (_, loaded) = restart(&path, 10);
-        assert_eq!(
-            loaded.records,
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
+        assert_eq!(log.reload(10).records, jtis(&["j1", "j2"]));
     }
 
     /// The lock stands in for the other process being between the two steps it protects: the
@@ -888,104 +751,75 @@ mod tests {
     /// behind) what the other process has just acknowledged.
     #[test]
     fn appends_and_compactions_of_two_processes_take_turns() {
-        use std::sync::mpsc;
-        use std::time::Duration;
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (old, _) = restart(&path, 0);
+        let log = Log::new();
+        let (old, _) = log.restart(0);
         old.append(&jti("I", "j0", None)).unwrap();
 
-        let held = old.exclusive().unwrap();
-        let new = FileStore::open(&path).unwrap();
-        let (done, finished) = mpsc::channel();
-        let compaction = std::thread::spawn(move || {
-            let loaded = new.load_and_compact(0).unwrap();
-            done.send(()).unwrap();
-            (new, loaded)
-        });
-        assert!(
-            finished.recv_timeout(Duration::from_millis(300)).is_err(),
-            "compacted while another process held the log"
+        let new = FileStore::open(&log.path).unwrap();
+        let (new, loaded) = waits_for_the_lock(
+            old.exclusive().unwrap(),
+            move || {
+                let loaded = new.load_and_compact(0).unwrap();
+                (new, loaded)
+            },
+            // Acknowledged by the holder before it lets go: the compaction must read it.
+            || log.append_raw(line(&jti("I", "j1", None))),
         );
-        // Acknowledged by the holder before it lets go: the compaction must read it.
-        append_raw(&path, line(&jti("I", "j1", None)).as_bytes());
-        drop(held);
-        let (new, loaded) = compaction.join().unwrap();
-        assert_eq!(
-            loaded.records,
-            vec![jti("I", "j0", None), jti("I", "j1", None)]
-        );
+        assert_eq!(loaded.records, jtis(&["j0", "j1"]));
 
-        let held = new.exclusive().unwrap();
-        let (done, finished) = mpsc::channel();
-        let append = std::thread::spawn(move || {
-            old.append(&jti("I", "j2", None)).unwrap();
-            done.send(()).unwrap();
-        });
-        assert!(
-            finished.recv_timeout(Duration::from_millis(300)).is_err(),
-            "appended while another process held the log"
+        waits_for_the_lock(
+            new.exclusive().unwrap(),
+            move || old.append(&jti("I", "j2", None)).unwrap(),
+            || {},
         );
-        drop(held);
-        append.join().unwrap();
-        assert_eq!(
-            file_records(&path),
-            vec![
-                jti("I", "j0", None),
-                jti("I", "j1", None),
-                jti("I", "j2", None)
-            ]
-        );
+        assert_eq!(log.records(), jtis(&["j0", "j1", "j2"]));
     }
 
     #[test]
     fn an_append_recreates_a_removed_log() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
-        fs::remove_file(&path).unwrap();
+        let log = Log::new();
+        let (store, _) = log.restart(0);
+        fs::remove_file(&log.path).unwrap();
         assert!(read_new(&store).is_empty());
         store.append(&jti("I", "j", None)).unwrap();
-        assert_eq!(file_records(&path), vec![jti("I", "j", None)]);
-        assert_eq!(read_new(&store), vec![jti("I", "j", None)]);
+        assert_eq!(log.records(), jtis(&["j"]));
+        assert_eq!(read_new(&store), jtis(&["j"]));
     }
 
     #[test]
     fn a_line_still_being_written_is_read_once_complete() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (writer, _) = restart(&path, 0);
-        let (reader, _) = restart(&path, 0);
+        let log = Log::new();
+        let (writer, _) = log.restart(0);
+        let (reader, _) = log.restart(0);
         // Followed in the middle of the other process's write.
         writer.append(&jti("I", "j1", None)).unwrap();
         let half = line(&jti("I", "j2", None));
         let (first, rest) = half.as_bytes().split_at(half.len() / 2);
-        append_raw(&path, first);
-        assert_eq!(read_new(&reader), vec![jti("I", "j1", None)]);
-        append_raw(&path, rest);
-        assert_eq!(read_new(&reader), vec![jti("I", "j2", None)]);
+        log.append_raw(first);
+        assert_eq!(read_new(&reader), jtis(&["j1"]));
+        log.append_raw(rest);
+        assert_eq!(read_new(&reader), jtis(&["j2"]));
 
         let torn = line(&jti("I", "j3", None));
         let (first, rest) = torn.as_bytes().split_at(torn.len() - 1);
-        append_raw(&path, first);
+        log.append_raw(first);
         assert!(read_new(&reader).is_empty());
-        append_raw(&path, rest);
-        assert_eq!(read_new(&reader), vec![jti("I", "j3", None)]);
+        log.append_raw(rest);
+        assert_eq!(read_new(&reader), jtis(&["j3"]));
         assert!(read_new(&reader).is_empty());
     }
 
     #[test]
     fn a_fragment_another_process_left_does_not_swallow_the_next_append() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
+        let log = Log::new();
+        let (store, _) = log.restart(0);
         store.append(&jti("I", "j1", None)).unwrap();
-        assert_eq!(read_new(&store), vec![jti("I", "j1", None)]);
+        assert_eq!(read_new(&store), jtis(&["j1"]));
         // Another process died in the middle of a write.
-        append_raw(&path, b"{\"op\":\"revoke_jti\",\"iss\":\"I\",");
+        log.append_raw(b"{\"op\":\"revoke_jti\",\"iss\":\"I\",");
         store.append(&jti("I", "j2", None)).unwrap();
         let new = store.read_new().unwrap();
-        assert_eq!(new.records, vec![jti("I", "j2", None)]);
+        assert_eq!(new.records, jtis(&["j2"]));
         assert_eq!(new.warnings.len(), 1, "{:?}", new.warnings);
         let offset = line(&jti("I", "j1", None)).len();
         assert!(
@@ -994,25 +828,20 @@ mod tests {
             new.warnings
         );
         drop(store);
-        let (_, loaded) = restart(&path, 0);
-        assert_eq!(
-            loaded.records,
-            vec![jti("I", "j1", None), jti("I", "j2", None)]
-        );
+        assert_eq!(log.reload(0).records, jtis(&["j1", "j2"]));
     }
 
     #[test]
     fn bad_lines_in_new_records_are_skipped() {
-        let dir = TempDir::new();
-        let path = dir.log();
-        let (store, _) = restart(&path, 0);
+        let log = Log::new();
+        let (store, _) = log.restart(0);
         let mut tail = b"not json\n\n[\"revoke_jti\",\"I\",\"j\"]\n".to_vec();
         tail.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES as usize + 10));
         tail.push(b'\n');
         tail.extend(line(&jti("I", "j", None)).into_bytes());
-        append_raw(&path, &tail);
+        log.append_raw(&tail);
         let new = store.read_new().unwrap();
-        assert_eq!(new.records, vec![jti("I", "j", None)]);
+        assert_eq!(new.records, jtis(&["j"]));
         assert_eq!(new.warnings.len(), 3, "{:?}", new.warnings);
         assert!(new.warnings[0].starts_with("byte 0: invalid record ("));
         assert!(new.warnings[1].starts_with("byte 10: invalid record ("));
@@ -1024,41 +853,36 @@ mod tests {
     #[test]
     fn log_and_directories_are_private() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = TempDir::new();
-        let path = dir.log();
-        let store = FileStore::open(&path).unwrap();
+        let log = Log::new();
+        let store = FileStore::open(&log.path).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&log.path), 0o600);
+        assert_eq!(mode(parent_dir(&log.path)), 0o700);
         store.load_and_compact(0).unwrap();
-        assert_eq!(mode(&path), 0o600, "the compacted file too");
+        assert_eq!(mode(&log.path), 0o600, "the compacted file too");
     }
 
-    /// `cargo test --release --lib revocation::store -- --ignored --nocapture`
+    /// `cargo test --release --lib revocation::file_log -- --ignored --nocapture`
     #[test]
     #[ignore = "performance: run in release"]
     fn replay_of_a_million_lines_is_fast() {
         const N: usize = 1_000_000;
-        let dir = TempDir::new();
-        let path = dir.log();
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        const ISS: &str = "https://id.example.com";
+        let log = Log::holding("");
         {
-            let mut out = BufWriter::new(File::create(&path).unwrap());
+            let mut out = BufWriter::new(File::create(&log.path).unwrap());
             for i in 0..N {
                 let record = match i % 10 {
                     0 => subject(
-                        "https://id.example.com",
+                        ISS,
                         &format!("user-{i}"),
                         1_700_000_000,
                         Some(1_700_086_400),
                     ),
                     // Deletes the revocation written just before it.
-                    3 => Record::DeleteJti {
-                        iss: "https://id.example.com".into(),
-                        jti: format!("01J8Z3K4Q6W7E8R9T0Y1U2I3O{:07}", i - 1),
-                    },
+                    3 => delete_jti(ISS, &format!("01J8Z3K4Q6W7E8R9T0Y1U2I3O{:07}", i - 1)),
                     _ => jti(
-                        "https://id.example.com",
+                        ISS,
                         &format!("01J8Z3K4Q6W7E8R9T0Y1U2I3O{i:07}"),
                         Some(1_700_000_000 + i as i64),
                     ),
@@ -1067,8 +891,8 @@ mod tests {
                 out.write_all(b"\n").unwrap();
             }
         }
-        let size = fs::metadata(&path).unwrap().len();
-        let store = FileStore::open(&path).unwrap();
+        let size = fs::metadata(&log.path).unwrap().len();
+        let store = FileStore::open(&log.path).unwrap();
         let cpu_start = thread_cpu_time();
         let start = Instant::now();
         let loaded = store.load_and_compact(0).unwrap();
@@ -1088,9 +912,9 @@ mod tests {
     }
 
     /// On-CPU time of this thread (Linux), so the figure means something on a shared machine.
-    fn thread_cpu_time() -> Option<std::time::Duration> {
+    fn thread_cpu_time() -> Option<Duration> {
         let text = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
         let ns = text.split_whitespace().next()?.parse().ok()?;
-        Some(std::time::Duration::from_nanos(ns))
+        Some(Duration::from_nanos(ns))
     }
 }

@@ -24,7 +24,7 @@ pub(super) const MAX_LINE_BYTES: u64 = 1 << 20;
 
 /// Warnings kept per load or per read of new records; the rest are counted in one summary line so
 /// a log full of garbage cannot flood the log.
-pub(super) const MAX_WARNINGS: usize = 100;
+const MAX_WARNINGS: usize = 100;
 
 /// One step through the log.
 enum Next {
@@ -447,22 +447,11 @@ fn later_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::revocation::store::tests::{delete_jti, jti, jtis, line, lines, subject};
 
-    fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
-        Record::RevokeJti {
-            iss: iss.into(),
-            jti: jti.into(),
-            expires_at,
-        }
-    }
-
-    fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
-        Record::RevokeSubject {
-            iss: iss.into(),
-            sub: sub.into(),
-            before,
-            expires_at,
-        }
+    /// What a start finds in a log holding `log`.
+    fn load(log: impl AsRef<[u8]>, now: i64) -> Loaded {
+        replay(log.as_ref(), now).unwrap()
     }
 
     /// Replay reads lines with its own flat `Line` form for speed; it must accept exactly what
@@ -525,5 +514,87 @@ mod tests {
         let mut live = LiveState::default();
         live.apply(Line::parse(extra.as_bytes()).unwrap()).unwrap();
         assert_eq!(live.into_records(0), vec![record]);
+    }
+
+    #[test]
+    fn deletions_remove_and_later_revocations_come_back() {
+        let log = lines(&[
+            jti("I", "j1", None),
+            jti("I", "j2", None),
+            subject("I", "s1", 10, None),
+            subject("I", "s2", 10, None),
+            delete_jti("I", "j1"),
+            Record::DeleteSubject {
+                iss: "I".into(),
+                sub: "s1".into(),
+            },
+            // Deleting something never revoked, or for another issuer, is harmless.
+            delete_jti("other", "j2"),
+            // Revoked again after its deletion: live again, ordered by its new appearance.
+            jti("I", "j1", Some(50)),
+        ]);
+        assert_eq!(
+            load(log, 0).records,
+            vec![
+                jti("I", "j2", None),
+                subject("I", "s2", 10, None),
+                jti("I", "j1", Some(50)),
+            ]
+        );
+    }
+
+    #[test]
+    fn subject_cutoffs_merge_to_the_larger_before_and_later_expiry() {
+        let log = lines(&[
+            subject("I", "a", 100, Some(1000)),
+            subject("I", "a", 50, Some(2000)),
+            subject("I", "b", 10, None),
+            subject("I", "b", 20, Some(30)),
+            subject("other", "a", 5, Some(5)),
+            jti("I", "j", Some(10)),
+            jti("I", "j", Some(5)),
+        ]);
+        assert_eq!(
+            load(log, 0).records,
+            vec![
+                subject("I", "a", 100, Some(2000)),
+                subject("I", "b", 20, None),
+                subject("other", "a", 5, Some(5)),
+                jti("I", "j", Some(10)),
+            ]
+        );
+    }
+
+    #[test]
+    fn complete_json_without_newline_is_still_torn() {
+        // The newline is part of the write that the fsync acknowledges; without it the append
+        // never returned Ok.
+        let last = line(&jti("I", "j2", None));
+        let loaded = load(line(&jti("I", "j1", None)) + last.trim_end(), 0);
+        assert_eq!(loaded.records, jtis(&["j1"]));
+        assert_eq!(loaded.warnings, vec!["line 2: torn last line skipped"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_losing_the_next() {
+        let mut log = line(&jti("I", "j1", None)).into_bytes();
+        log.extend(std::iter::repeat_n(b'x', (MAX_LINE_BYTES as usize) * 3));
+        log.push(b'\n');
+        log.extend(line(&jti("I", "j2", None)).into_bytes());
+        let loaded = load(log, 0);
+        assert_eq!(loaded.records, jtis(&["j1", "j2"]));
+        assert_eq!(
+            loaded.warnings,
+            vec![format!(
+                "line 2: longer than {MAX_LINE_BYTES} bytes, skipped"
+            )]
+        );
+    }
+
+    #[test]
+    fn warnings_are_capped() {
+        let loaded = load("garbage\n".repeat(MAX_WARNINGS + 7), 0);
+        assert_eq!(loaded.warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(loaded.warnings[MAX_WARNINGS], "7 more bad lines skipped");
     }
 }

@@ -115,12 +115,13 @@ impl RevocationStore for MemoryStore {
     }
 }
 
+/// Record builders the revocation tests share, in the shapes they write most.
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
+    pub(crate) fn jti(iss: &str, jti: &str, expires_at: Option<i64>) -> Record {
         Record::RevokeJti {
             iss: iss.into(),
             jti: jti.into(),
@@ -128,13 +129,35 @@ mod tests {
         }
     }
 
-    fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
+    /// Issuer `I`, kept until deleted: the revocation most tests need several of.
+    pub(crate) fn jtis(ids: &[&str]) -> Vec<Record> {
+        ids.iter().map(|id| jti("I", id, None)).collect()
+    }
+
+    pub(crate) fn subject(iss: &str, sub: &str, before: i64, expires_at: Option<i64>) -> Record {
         Record::RevokeSubject {
             iss: iss.into(),
             sub: sub.into(),
             before,
             expires_at,
         }
+    }
+
+    pub(crate) fn delete_jti(iss: &str, jti: &str) -> Record {
+        let (iss, jti) = (iss.into(), jti.into());
+        Record::DeleteJti { iss, jti }
+    }
+
+    /// `record` as an append writes it.
+    pub(crate) fn line(record: &Record) -> String {
+        let mut s = serde_json::to_string(record).unwrap();
+        s.push('\n');
+        s
+    }
+
+    /// The log a run of appends of `records` leaves.
+    pub(crate) fn lines(records: &[Record]) -> String {
+        records.iter().map(line).collect()
     }
 
     #[test]
