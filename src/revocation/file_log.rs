@@ -3,7 +3,7 @@
 //!
 //! Appends are `write_all` + `sync_data` under a mutex: a revocation is either fully on disk or
 //! reported as an error. Reading the lines back, and forgiving the ones a crash or a hand edit
-//! left behind, is [`super::replay`]'s.
+//! left behind, is the `replay` module's.
 //!
 //! Another process shares the log during a graceful upgrade (SPEC §1 `-u`): the old process
 //! keeps answering admin requests for seconds after the new one has started and compacted the
