@@ -5,11 +5,12 @@
 //! so the numbers measure real aws-lc-rs verification, not a canned fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
@@ -18,7 +19,7 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use serde_json::{json, Value};
 
 use portcullis::auth::alg::Alg;
@@ -319,15 +320,4 @@ fn authenticate(c: &mut Criterion) {
     group.finish();
 }
 
-fn quick() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
-criterion_group! {
-    name = benches;
-    config = quick();
-    targets = verify_cache_miss, token_cache_hit, authenticate
-}
-criterion_main!(benches);
+common::bench_main!(verify_cache_miss, token_cache_hit, authenticate);

@@ -13,10 +13,11 @@
 //! a million entries); a hit then also reads the slot holding the key, somewhere in the 128 MB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::hint::black_box;
-use std::time::Duration;
+mod common;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::Criterion;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -103,15 +104,4 @@ fn memory_floor(c: &mut Criterion) {
     group.finish();
 }
 
-fn quick() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
-criterion_group! {
-    name = benches;
-    config = quick();
-    targets = small, large, memory_floor
-}
-criterion_main!(benches);
+common::bench_main!(small, large, memory_floor);

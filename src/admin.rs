@@ -16,7 +16,6 @@ use crate::auth::claims::DEFAULT_LEEWAY_SECS;
 use crate::auth::verifier;
 use crate::reload;
 use crate::request_body::{read_capped, BodyError};
-use crate::revocation::store::Record;
 use crate::state::Shared;
 
 const MAX_BODY: usize = 64 * 1024;
@@ -269,19 +268,13 @@ impl AdminApp {
             Ok(t) => t,
             Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e),
         };
-        let (record, answer) = match target {
+        let revocations = &self.shared.revocations;
+        let (stored, answer) = match target {
             Target::Jti { iss, jti, exp } => {
                 let (leeway, _) = self.provider_times(&iss);
                 let expires_at = exp.map(|e| e.saturating_add(leeway));
                 let answer = json!({"iss": iss, "jti": jti, "expires_at": expires_at});
-                (
-                    Record::RevokeJti {
-                        iss,
-                        jti,
-                        expires_at,
-                    },
-                    answer,
-                )
+                (revocations.revoke_jti(&iss, &jti, expires_at).await, answer)
             }
             Target::Subject { iss, sub, before } => {
                 // Kept until no token it covers can still be valid.
@@ -290,18 +283,13 @@ impl AdminApp {
                     max_lifetime.map(|m| before.saturating_add(m).saturating_add(leeway));
                 let answer =
                     json!({"iss": iss, "sub": sub, "before": before, "expires_at": expires_at});
-                (
-                    Record::RevokeSubject {
-                        iss,
-                        sub,
-                        before,
-                        expires_at,
-                    },
-                    answer,
-                )
+                let stored = revocations
+                    .revoke_subject(&iss, &sub, before, expires_at)
+                    .await;
+                (stored, answer)
             }
         };
-        match self.shared.revocations.record(record).await {
+        match stored {
             Ok(()) => json_response(StatusCode::CREATED, answer),
             Err(e) => {
                 log::error!("revocation not stored: {e}");
@@ -315,12 +303,13 @@ impl AdminApp {
     }
 
     async fn unrevoke(&self, body: &[u8]) -> Response<Vec<u8>> {
-        let record = match self.target(body) {
-            Ok(Target::Jti { iss, jti, .. }) => Record::DeleteJti { iss, jti },
-            Ok(Target::Subject { iss, sub, .. }) => Record::DeleteSubject { iss, sub },
+        let revocations = &self.shared.revocations;
+        let stored = match self.target(body) {
+            Ok(Target::Jti { iss, jti, .. }) => revocations.unrevoke_jti(&iss, &jti).await,
+            Ok(Target::Subject { iss, sub, .. }) => revocations.unrevoke_subject(&iss, &sub).await,
             Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e),
         };
-        match self.shared.revocations.record(record).await {
+        match stored {
             Ok(()) => empty(StatusCode::NO_CONTENT),
             Err(e) => {
                 log::error!("revocation removal not stored: {e}");

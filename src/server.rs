@@ -22,12 +22,12 @@ use pingora::tls::ssl::SslMode;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
-use crate::config::{LoadedConfig, PinnedSections};
+use crate::config::{LoadedConfig, PinnedSections, ServerConfCopyError};
 use crate::connection::{ConnectionCap, ConnectionGuard};
 use crate::pipeline::ListenerKind;
 use crate::proxy::Gateway;
 use crate::reload;
-use crate::revocation::service::Revocations;
+use crate::revocation::service::{OpenError, Revocations};
 use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
 use crate::state::Shared;
@@ -175,12 +175,25 @@ async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>)
     }
 }
 
-pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), String> {
+/// Why the gateway could not start; each names the config section at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Revocations(#[from] OpenError),
+    #[error("{}", .0.join("\n"))]
+    Snapshot(Vec<String>),
+    #[error("server: {0}")]
+    Server(#[from] ServerConfCopyError),
+    #[error("listeners.https: cannot load certificate or key: {0}")]
+    Tls(Box<pingora::Error>),
+}
+
+pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), StartError> {
     // Also with -u: the log's lock keeps the compaction from overtaking an append of the old
     // process, which keeps answering admin requests until the hand-over.
     let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
     let keep = Persistent::new(Arc::clone(revocations.list()));
-    let snapshot = Snapshot::build(&loaded, &keep).map_err(|e| e.join("\n"))?;
+    let snapshot = Snapshot::build(&loaded, &keep).map_err(StartError::Snapshot)?;
     keep.adopt(&snapshot);
     let access_log = loaded.config.access_log.enabled.then(|| {
         AccessLog::new(
@@ -198,7 +211,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         revocations,
         access_log,
         config_path: config_path.to_path_buf(),
-        pinned: PinnedSections::of(&loaded.config).map_err(|e| e.to_string())?,
+        pinned: PinnedSections::of(&loaded.config)?,
         reload_lock: parking_lot::Mutex::new(()),
     });
 
@@ -266,7 +279,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         let cert = loaded.resolve(&l.cert);
         let key = loaded.resolve(&l.key);
         let mut tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-            .map_err(|e| format!("listeners.https: cannot load certificate or key: {e}"))?;
+            .map_err(StartError::Tls)?;
         if l.http2 {
             tls.enable_h2();
         }

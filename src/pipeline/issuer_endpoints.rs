@@ -16,7 +16,6 @@ use crate::issuer::{self, Issuer};
 use crate::request_body::{read_capped, BodyError};
 use crate::respond::LocalResponse;
 use crate::revocation::service::Revocations;
-use crate::revocation::store::Record;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -148,12 +147,11 @@ async fn revoke(
                 v.valid.iat,
             );
             if let (Some(jti), false) = (&v.valid.jti, already) {
-                let record = Record::RevokeJti {
-                    iss: v.iss.clone(),
-                    jti: jti.clone(),
-                    expires_at: Some(v.valid.exp.saturating_add(DEFAULT_LEEWAY_SECS)),
-                };
-                if let Err(e) = cx.revocations.record(record).await {
+                let stored = cx
+                    .revocations
+                    .revoke_token(&v.iss, jti, v.valid.exp, DEFAULT_LEEWAY_SECS)
+                    .await;
+                if let Err(e) = stored {
                     log::error!("token revocation not stored: {e}");
                     return LocalResponse::error(
                         503,

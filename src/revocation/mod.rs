@@ -8,8 +8,12 @@
 //! are malleable (jwt-hardening A6), so one token has several valid encodings, but all of them
 //! carry the same `jti`.
 
+pub mod file_log;
 pub mod list;
+mod replay;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 pub use list::RevocationList;

@@ -15,8 +15,43 @@ use parking_lot::Mutex;
 
 use crate::config::{resolve_path, RevocationConf, RevocationStoreKind};
 use crate::metrics;
-use crate::revocation::store::{FileStore, MemoryStore, Record, RevocationStore};
-use crate::revocation::RevocationList;
+use crate::revocation::file_log::{FileStore, OpenLogError};
+use crate::revocation::list::RevocationList;
+use crate::revocation::store::{MemoryStore, Record, RevocationStore, StoreError};
+
+/// Why the revocations could not be opened; the gateway refuses to start with it. The messages
+/// name the configuration key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("revocation.path: {0}")]
+    OpenLog(#[from] OpenLogError),
+    #[error("revocation.path: {0}")]
+    Load(#[from] StoreError),
+    #[error("revocation.store: redis is not available in this build; use file or memory")]
+    RedisUnavailable,
+}
+
+/// Why a change was not made; it is not in force either. Callers log it and answer with a
+/// generic error, since the cause names paths the client has no business seeing.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("revocation store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("revocation store write failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What every change returns: `Ok` once it is durable and in force, an error if it is neither.
+pub type Stored = Result<(), WriteError>;
+
+/// The configured backend, not loaded yet. The one place that knows which backends exist.
+fn open_store(conf: &RevocationConf, base: &Path) -> Result<Arc<dyn RevocationStore>, OpenError> {
+    Ok(match conf.store {
+        RevocationStoreKind::Memory => Arc::new(MemoryStore),
+        RevocationStoreKind::File => Arc::new(FileStore::open(&resolve_path(base, &conf.path))?),
+        RevocationStoreKind::Redis => return Err(OpenError::RedisUnavailable),
+    })
+}
 
 pub struct Revocations {
     list: Arc<RevocationList>,
@@ -31,22 +66,9 @@ pub struct Revocations {
 
 impl Revocations {
     /// Opens the configured store, compacts it and replays it into a fresh list.
-    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, String> {
-        let store: Arc<dyn RevocationStore> =
-            match conf.store {
-                RevocationStoreKind::Memory => Arc::new(MemoryStore),
-                RevocationStoreKind::File => {
-                    let path = resolve_path(base, &conf.path);
-                    Arc::new(FileStore::open(&path).map_err(|e| format!("revocation.path: {e}"))?)
-                }
-                RevocationStoreKind::Redis => return Err(
-                    "revocation.store: redis is not available in this build; use file or memory"
-                        .into(),
-                ),
-            };
-        let loaded = store
-            .load_and_compact(now)
-            .map_err(|e| format!("revocation.path: {e}"))?;
+    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, OpenError> {
+        let store = open_store(conf, base)?;
+        let loaded = store.load_and_compact(now)?;
         for w in &loaded.warnings {
             log::warn!("revocation log: {w}");
         }
@@ -73,8 +95,59 @@ impl Revocations {
         &self.list
     }
 
+    /// Revokes one verified token (RFC 7009 at the issuer). Its entry is kept until no copy of
+    /// the token can pass validation any more: `exp` plus the `leeway` it was validated with.
+    pub async fn revoke_token(&self, iss: &str, jti: &str, exp: i64, leeway: i64) -> Stored {
+        self.revoke_jti(iss, jti, Some(exp.saturating_add(leeway)))
+            .await
+    }
+
+    /// Revokes the token `(iss, jti)` for an admin, who may not hold the token, so the caller
+    /// decides how long the entry must last (`expires_at`; `None`: until unrevoked).
+    pub async fn revoke_jti(&self, iss: &str, jti: &str, expires_at: Option<i64>) -> Stored {
+        let (iss, jti) = (iss.to_owned(), jti.to_owned());
+        self.record(Record::RevokeJti {
+            iss,
+            jti,
+            expires_at,
+        })
+        .await
+    }
+
+    /// Revokes every token of `(iss, sub)` with `iat < before`, the ones not seen yet included,
+    /// which is why it is kept by cut-off rather than by token (`expires_at`; `None`: until
+    /// unrevoked).
+    pub async fn revoke_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+        before: i64,
+        expires_at: Option<i64>,
+    ) -> Stored {
+        let (iss, sub) = (iss.to_owned(), sub.to_owned());
+        self.record(Record::RevokeSubject {
+            iss,
+            sub,
+            before,
+            expires_at,
+        })
+        .await
+    }
+
+    /// Lifts a [`Revocations::revoke_jti`] (or `revoke_token`); harmless if there is none.
+    pub async fn unrevoke_jti(&self, iss: &str, jti: &str) -> Stored {
+        let (iss, jti) = (iss.to_owned(), jti.to_owned());
+        self.record(Record::DeleteJti { iss, jti }).await
+    }
+
+    /// Lifts a [`Revocations::revoke_subject`]; harmless if there is none.
+    pub async fn unrevoke_subject(&self, iss: &str, sub: &str) -> Stored {
+        let (iss, sub) = (iss.to_owned(), sub.to_owned());
+        self.record(Record::DeleteSubject { iss, sub }).await
+    }
+
     /// Makes `record` durable, then applies it. Returns once both are done.
-    pub async fn record(&self, record: Record) -> Result<(), String> {
+    async fn record(&self, record: Record) -> Stored {
         let store = Arc::clone(&self.store);
         let list = Arc::clone(&self.list);
         let apply_order = Arc::clone(&self.apply_order);
@@ -82,11 +155,9 @@ impl Revocations {
             let _in_order = apply_order.lock();
             store.append(&record)?;
             apply(&list, &record);
-            Ok::<(), std::io::Error>(())
+            Ok::<(), StoreError>(())
         })
-        .await
-        .map_err(|e| format!("revocation store task failed: {e}"))?
-        .map_err(|e| format!("revocation store write failed: {e}"))?;
+        .await??;
         self.publish_counts();
         Ok(())
     }
@@ -241,7 +312,7 @@ fn delete(net: &mut Net) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::revocation::store::tests::TempDir;
+    use crate::revocation::test_support::TempDir;
 
     impl TempDir {
         fn conf(&self) -> RevocationConf {
@@ -287,18 +358,18 @@ mod tests {
         let dir = TempDir::new();
         let base = Path::new("/");
         let old = Revocations::open(&dir.conf(), base, 0).unwrap();
-        old.record(jti("before-upgrade")).await.unwrap();
+        old.revoke_jti("I", "before-upgrade", None).await.unwrap();
         let new = Revocations::open(&dir.conf(), base, 0).unwrap();
         assert!(jti_revoked(&new, "before-upgrade"));
 
-        old.record(jti("during-upgrade")).await.unwrap();
-        old.record(delete_jti("before-upgrade")).await.unwrap();
+        old.revoke_jti("I", "during-upgrade", None).await.unwrap();
+        old.unrevoke_jti("I", "before-upgrade").await.unwrap();
         new.follow();
         assert!(jti_revoked(&new, "during-upgrade"));
         assert!(!jti_revoked(&new, "before-upgrade"));
         assert_eq!(new.list().counts(), (1, 0));
 
-        new.record(jti("after-upgrade")).await.unwrap();
+        new.revoke_jti("I", "after-upgrade", None).await.unwrap();
         old.follow();
         assert!(jti_revoked(&old, "after-upgrade"));
         drop((old, new));
@@ -312,12 +383,12 @@ mod tests {
     async fn reading_back_its_own_records_changes_nothing() {
         let dir = TempDir::new();
         let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
-        r.record(jti("j")).await.unwrap();
-        r.record(delete_jti("j")).await.unwrap();
-        r.record(jti("j")).await.unwrap();
-        r.record(jti("gone")).await.unwrap();
-        r.record(delete_jti("gone")).await.unwrap();
-        r.record(subject("s", 100, Some(10))).await.unwrap();
+        r.revoke_jti("I", "j", None).await.unwrap();
+        r.unrevoke_jti("I", "j").await.unwrap();
+        r.revoke_jti("I", "j", None).await.unwrap();
+        r.revoke_jti("I", "gone", None).await.unwrap();
+        r.unrevoke_jti("I", "gone").await.unwrap();
+        r.revoke_subject("I", "s", 100, Some(10)).await.unwrap();
         r.follow();
         assert!(jti_revoked(&r, "j"));
         assert!(!jti_revoked(&r, "gone"));
@@ -329,6 +400,28 @@ mod tests {
         // Nothing new: nothing applied twice.
         r.follow();
         assert_eq!(r.list().counts(), (1, 1));
+    }
+
+    /// Each intent lands in the log as the record a replay turns back into the same entry.
+    #[tokio::test]
+    async fn each_intent_is_logged_as_its_record() {
+        let dir = TempDir::new();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        r.revoke_token("I", "t", 100, 30).await.unwrap();
+        r.revoke_subject("I", "s", 5, None).await.unwrap();
+        r.revoke_subject("I", "lifted", 5, None).await.unwrap();
+        r.unrevoke_subject("I", "lifted").await.unwrap();
+        assert_eq!(
+            r.list().jti_entries(),
+            vec![("I".into(), "t".into(), Some(130))]
+        );
+        assert_eq!(
+            r.list().subject_entries(),
+            vec![("I".into(), "s".into(), 5, None)]
+        );
+        drop(r);
+        let restarted = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        assert_eq!(restarted.list().counts(), (1, 1));
     }
 
     #[test]
@@ -361,6 +454,44 @@ mod tests {
             list.subject_entries(),
             vec![("I".into(), "widened".into(), 20, Some(200))]
         );
+    }
+
+    /// Operators read these at start and in the log: the typed errors keep the old texts.
+    #[tokio::test]
+    async fn errors_read_as_before() {
+        let dir = TempDir::new();
+        let on_a_directory = RevocationConf {
+            path: dir.0.clone(),
+            ..dir.conf()
+        };
+        let err = Revocations::open(&on_a_directory, Path::new("/"), 0)
+            .err()
+            .unwrap();
+        let expected = format!(
+            "revocation.path: revocation log {}: cannot open: ",
+            dir.0.display()
+        );
+        assert!(err.to_string().starts_with(&expected), "{err}");
+
+        let redis = RevocationConf {
+            store: RevocationStoreKind::Redis,
+            ..dir.conf()
+        };
+        let err = Revocations::open(&redis, Path::new("/"), 0).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "revocation.store: redis is not available in this build; use file or memory"
+        );
+
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        let err = r.revoke_jti("I", "lost", None).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("revocation store write failed: cannot reopen "),
+            "{err}"
+        );
+        assert!(!jti_revoked(&r, "lost"), "applied although not stored");
     }
 
     #[test]
