@@ -1,4 +1,4 @@
-//! The admin listener: liveness/readiness probes and the authenticated admin API (SPEC §4):
+//! The admin listener: liveness/readiness probes and the authenticated admin API (conf/README.md §4):
 //! revocations, reload and status.
 
 use std::sync::Arc;

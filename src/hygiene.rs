@@ -1,4 +1,4 @@
-//! Request-target hygiene (SPEC §3 step 1): refuse ambiguous targets, canonicalise the rest.
+//! Request-target hygiene (conf/README.md §3.1): refuse ambiguous targets, canonicalise the rest.
 //!
 //! The gateway routes, authorizes and forwards one and the same path. If the gateway and the
 //! upstream could disagree about what a target means (`/public/%2e%2e/admin`, `/admin;x`,
@@ -278,7 +278,7 @@ mod tests {
     use super::*;
     use HygieneError::*;
 
-    // jwt-hardening §3.2, the route under test being /admin.
+    // conf/HARDENING.md §3.2, the route under test being /admin.
 
     /// One case a line: the raw request target, then what it must become (the canonical path,
     /// followed by `?query` when there is one) or `!` and the refusal. `\xNN` writes a byte that

@@ -1,5 +1,5 @@
 //! `portcullis`: run the gateway, validate its config, or use one of the operator tools
-//! (SPEC §1).
+//! (conf/README.md §1).
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;

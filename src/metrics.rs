@@ -1,4 +1,4 @@
-//! Prometheus series named in the contract (SPEC §5), registered in the process-global default
+//! Prometheus series named in the contract (conf/README.md §5), registered in the process-global default
 //! registry. The registry is global on purpose: Pingora's own exporter reads the same one, and
 //! series must survive config reloads without re-registration.
 

@@ -1,4 +1,4 @@
-//! Route table (SPEC §3 step 3, "Routing order").
+//! Route table (conf/README.md §3.3, "Routing order").
 //!
 //! Selection works like virtual hosts (nginx `server_name`, Envoy `virtual_hosts`): the request
 //! host alone picks one host class (exact host, else the longest matching `*.` wildcard, else the

@@ -1,4 +1,4 @@
-//! Operator tools behind the `keygen`, `token` and `hash-password` subcommands (SPEC §1), and the
+//! Operator tools behind the `keygen`, `token` and `hash-password` subcommands (conf/README.md §1), and the
 //! key handling the built-in issuer shares with them.
 //!
 //! They live in the library rather than in `main.rs` so that the round trips that matter (a minted
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::auth::alg::Alg;
 use crate::keys::{self, KeyError, PrivateKey};
 
-/// The algorithms `keygen` can produce (SPEC §1).
+/// The algorithms `keygen` can produce (conf/README.md §1).
 pub const KEYGEN_ALGORITHMS: [Alg; 5] =
     [Alg::ES256, Alg::ES384, Alg::RS256, Alg::PS256, Alg::EdDSA];
 

@@ -1,5 +1,5 @@
 //! Verified-token cache: skips signature verification and claim parsing for a token seen
-//! recently. Revocation and route authorization still run on every hit (SPEC §3.5), so the
+//! recently. Revocation and route authorization still run on every hit (conf/README.md §3.5), so the
 //! cache only ever stores what [`verify`](super::verifier::verify) would say again.
 //!
 //! Keyed by the full token string (never a hash of it: a hash collision would hand one

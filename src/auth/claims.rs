@@ -2,7 +2,7 @@
 //!
 //! Every claim the gateway relies on is type-checked here rather than "skipped when it does not
 //! parse", which is how jsonwebtoken lets `"iss":123`, a missing `aud` or `"sub":42` through
-//! (jwt-hardening §0.2, C11-C23). The rule is uniform: a claim that is present must have the
+//! (conf/HARDENING.md §0.2, C11-C23). The rule is uniform: a claim that is present must have the
 //! right type, and a claim that is required must be present.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::rejection::{Rejection, TokenError};
 /// expiry (C5, C7) and would only invite overflow in the arithmetic below.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
-/// Largest leeway honoured, whatever the policy says (SPEC §2: at most 5m).
+/// Largest leeway honoured, whatever the policy says (conf/README.md §2: at most 5m).
 pub const MAX_LEEWAY_SECS: i64 = 300;
 
 /// Clock skew tolerated when a provider does not configure its own: one value for the config

@@ -1,5 +1,5 @@
 //! Pipeline step 6, the per-route authentication decision in three parts (authenticate, check
-//! revocation, authorize) and its HTTP shape (SPEC §3 steps 4–6 and the error table): which
+//! revocation, authorize) and its HTTP shape (conf/README.md §3.4–§3.6 and the error table): which
 //! status, which `WWW-Authenticate` challenge, which metric label.
 
 use std::sync::Arc;

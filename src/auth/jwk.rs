@@ -1,7 +1,7 @@
 //! JWKS parsing: each key is filtered, pinned to exactly one algorithm and parsed once, at load.
 //!
 //! A naive `find(kid)` + build-key-from-JWK + take-alg-from-header is how most JWT bypasses
-//! happen (jwt-hardening §0.5, §0.12, K8-K12, A3, A7, A11). So the key decides the algorithm:
+//! happen (conf/HARDENING.md §0.5, §0.12, K8-K12, A3, A7, A11). So the key decides the algorithm:
 //! a JWK's `alg` (or, without one, its type/curve) becomes the one algorithm it will ever verify,
 //! and everything that could make a key ambiguous or weak is refused here, per key, so that one
 //! bad entry does not take the issuer's other keys down with it.

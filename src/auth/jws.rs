@@ -3,7 +3,7 @@
 //! Everything here runs on attacker-controlled bytes before any signature is checked, so it is
 //! written to be cheap, allocation-light, and to refuse every ambiguity rather than guess:
 //! one header, one scheme, one token; three base64url segments with no padding or alphabet
-//! variants; JSON with no duplicate members (jwt-hardening H6), because two parsers that resolve
+//! variants; JSON with no duplicate members (conf/HARDENING.md H6), because two parsers that resolve
 //! a duplicate differently (first-wins vs last-wins) are a classic confusion.
 
 use std::borrow::Cow;

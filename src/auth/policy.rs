@@ -1,4 +1,4 @@
-//! Route authorization (SPEC §3 step 6): scopes, roles and claims of a verified token.
+//! Route authorization (conf/README.md §3.6): scopes, roles and claims of a verified token.
 //!
 //! Matching is exact and by whole element everywhere: a scope is a word of the space-separated
 //! `scope` (or an `scp` entry), never a substring (Z1: `read:admin` and `superadmin` do not

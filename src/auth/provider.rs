@@ -7,9 +7,9 @@
 //!   longer than `fetch_timeout`, and a dropped request cannot abandon a half-done fetch.
 //! - All fetches of a provider, scheduled or triggered by an unknown `kid`, go through one
 //!   single-flight gate. Unknown-kid fetches are additionally rate-limited to one per `min_refresh`
-//!   and the kid is negatively cached, so a storm of random kids (hardening note K6) costs the IdP at
+//!   and the kid is negatively cached, so a storm of random kids (conf/HARDENING.md K6) costs the IdP at
 //!   most one request per `min_refresh`.
-//! - A failed fetch never replaces good keys (§2.4 item 2: keep the last-known-good set); only
+//! - A failed fetch never replaces good keys (conf/HARDENING.md §2.4 item 2: keep the last-known-good set); only
 //!   `max_stale` without any success discards them, because by then a key may have been revoked at
 //!   the IdP and we would never learn it.
 //! - The JWKS location comes only from configuration (K2): token headers (`jku`, `x5u`) never reach
@@ -40,7 +40,7 @@ const NEGATIVE_CACHE_MAX: usize = 1024;
 /// Longest interval between two cheap `stat` polls of a `file` source.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
-/// Where a provider's keys come from (SPEC §2 `providers[].jwks`: exactly one of url/file/discovery).
+/// Where a provider's keys come from (conf/README.md §2 `providers[].jwks`: exactly one of url/file/discovery).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JwksSource {
     Url(String),
@@ -255,7 +255,7 @@ impl ProviderRuntime {
         fresh && !self.keys.load().is_empty()
     }
 
-    /// `max_stale` bounds how long keys are kept *while fetches fail* (SPEC §2): a healthy IdP
+    /// `max_stale` bounds how long keys are kept *while fetches fail* (conf/README.md §2): a healthy IdP
     /// whose refresh_interval is longer than max_stale never makes its keys stale.
     fn fresh(&self, st: &State) -> bool {
         st.last_success
@@ -744,7 +744,7 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
-/// SPEC "JWKS URLs": `https://` anywhere; `http://` only to loopback (127.0.0.0/8, ::1,
+/// conf/README.md §3.4 "JWKS URLs": `https://` anywhere; `http://` only to loopback (127.0.0.0/8, ::1,
 /// localhost). Credentials in the URL are refused so they can never end up in logs.
 /// Config validation calls this too.
 pub fn check_jwks_url(url: &str) -> Result<(), UrlError> {

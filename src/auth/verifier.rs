@@ -3,7 +3,7 @@
 //!
 //! This is our own pipeline rather than `jsonwebtoken::decode` because the crate takes the
 //! algorithm from the header, re-parses the key on every call, parses the payload twice and
-//! skips wrong-typed claims (jwt-hardening §0, §2). Here the algorithm is pinned by the key,
+//! skips wrong-typed claims (conf/HARDENING.md §0, §2). Here the algorithm is pinned by the key,
 //! keys are parsed once per JWKS load, and the payload is parsed once, strictly.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The YAML configuration (SPEC §2) as typed structs.
+//! The YAML configuration (conf/README.md §2) as typed structs.
 //!
 //! These structs describe what the operator wrote and nothing more; the runtime state the proxy
 //! reads (route tables, load balancers, key sets) is built from them in `crate::runtime`. Every

@@ -1,4 +1,4 @@
-//! The users and clients files (SPEC §6): names, argon2id PHC hashes, scopes, a disabled flag.
+//! The users and clients files (conf/README.md §6): names, argon2id PHC hashes, scopes, a disabled flag.
 //!
 //! Each file also yields a *dummy* hash with the parameters most of its entries use, so a login
 //! for a name that does not exist runs the same argon2 work as one that does, and the answer's

@@ -1,4 +1,4 @@
-//! The built-in OAuth 2.0 token endpoint (SPEC §6): password and client-credentials grants
+//! The built-in OAuth 2.0 token endpoint (conf/README.md §6): password and client-credentials grants
 //! (RFC 6749 §4.3, §4.4), signed with the configured key and published as a JWKS so the gateway
 //! validates its own tokens like any other provider's.
 //!

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-/// The window SPEC §6 fixes ("per username+IP per 15 minutes").
+/// The window conf/README.md §6 fixes ("per username+IP per 15 minutes").
 pub const WINDOW_SECS: i64 = 15 * 60;
 
 /// Upper bound on tracked keys; when full, expired keys go first, then the stalest one.

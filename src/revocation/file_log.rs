@@ -5,7 +5,7 @@
 //! reported as an error. Reading the lines back, and forgiving the ones a crash or a hand edit
 //! left behind, is the `replay` module's.
 //!
-//! Another process shares the log during a graceful upgrade (SPEC §1 `-u`): the old process
+//! Another process shares the log during a graceful upgrade (conf/README.md §1 `-u`): the old process
 //! keeps answering admin requests for seconds after the new one has started and compacted the
 //! log. Three rules keep every acknowledged change: appends and the compaction hold the log's
 //! sidecar lock (`<path>.lock`, flock(2)), so the compaction's read-rewrite-rename never

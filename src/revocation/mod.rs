@@ -1,11 +1,11 @@
 //! Token revocation: which `(iss, jti)` and `(iss, sub, before)` entries are in force.
 //!
 //! [`RevocationList`] is the in-memory index the request path consults on every request,
-//! cached tokens included (SPEC §3.5). Persistence (file / redis stores) sits behind it and
+//! cached tokens included (conf/README.md §3.5). Persistence (file / redis stores) sits behind it and
 //! replays into it; nothing here does I/O.
 //!
 //! Entries key on `(iss, jti)`, never on the token string or a hash of it: ECDSA signatures
-//! are malleable (jwt-hardening A6), so one token has several valid encodings, but all of them
+//! are malleable (conf/HARDENING.md A6), so one token has several valid encodings, but all of them
 //! carry the same `jti`.
 
 pub mod file_log;

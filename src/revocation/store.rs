@@ -1,4 +1,4 @@
-//! Durable storage behind the revocation list (SPEC §2 `revocation`, §4).
+//! Durable storage behind the revocation list (conf/README.md §2 `revocation`, §4).
 //!
 //! The in-memory list answers every request; a store only has to make an admin change survive a
 //! restart. So the store is a write-ahead log and little more: [`RevocationStore::append`] makes
