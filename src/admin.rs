@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::claims::DEFAULT_LEEWAY_SECS;
 use crate::auth::verifier;
+use crate::clock::unix_now;
 use crate::reload;
 use crate::request_body::{read_capped, BodyError};
 use crate::state::Shared;
@@ -54,12 +55,6 @@ fn empty(status: StatusCode) -> Response<Vec<u8>> {
     resp.headers_mut()
         .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
     resp
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One body shape for all three revocation forms; which fields are present decides the form.
@@ -220,7 +215,7 @@ impl AdminApp {
                 Ok(Target::Subject {
                     iss,
                     sub,
-                    before: b.before.unwrap_or_else(now),
+                    before: b.before.unwrap_or_else(unix_now),
                 })
             }
             (Some(_), None) => Err("jti: must not be empty".into()),
@@ -248,7 +243,7 @@ impl AdminApp {
         Ok(Target::Subject {
             iss: decoded.iss.clone(),
             sub,
-            before: int_claim("iat").map_or_else(now, |iat| iat + 1),
+            before: int_claim("iat").map_or_else(unix_now, |iat| iat + 1),
         })
     }
 

@@ -22,6 +22,7 @@ use pingora::tls::ssl::SslMode;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::auth::provider::ProviderRuntime;
+use crate::clock::unix_now;
 use crate::config::{LoadedConfig, PinnedSections, ServerConfCopyError};
 use crate::connection::{ConnectionCap, ConnectionGuard};
 use crate::pipeline::ListenerKind;
@@ -68,12 +69,6 @@ impl BackgroundService for HealthService {
         ready.notify_ready();
         lp.run(shutdown).await;
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Periodic chores off the request path: applying revocations another process appended to the
