@@ -96,10 +96,6 @@ impl ConnectionCap {
         }
         Some(Slot(self))
     }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
 }
 
 /// A place under the cap, given back when the connection ends however it ends.

@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     if cli.pingora.test {
         // Build the runtime state too (issuer key and user files, upstream peers), without
         // starting anything, so -t catches what a start would.
-        let keep = portcullis::runtime::Persistent::new(Default::default());
+        let keep = portcullis::runtime::Persistent::default();
         if let Err(errors) = portcullis::runtime::Snapshot::build(&loaded, &keep) {
             eprintln!("{conf}: {} error(s):", errors.len());
             for e in &errors {

@@ -22,15 +22,14 @@ use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility
 use crate::issuer::Issuer;
 use crate::metric_handles::RouteMetrics;
 use crate::rate_limit::RateLimiter;
-use crate::revocation::RevocationList;
 use crate::routing::{RouteSpec, RouteTable};
 use crate::upstream::{HealthRegistry, Upstream};
 
 /// State that outlives any one config: reloads reuse these instead of starting cold, so a reload
-/// keeps peer health, verified tokens, fetched key sets and every revocation.
+/// keeps peer health, verified tokens and fetched key sets. (Revocations live in the
+/// revocation service, which no reload replaces.)
 pub struct Persistent {
     pub health: HealthRegistry,
-    pub revocations: Arc<RevocationList>,
     token_cache: Mutex<Option<FilledCache>>,
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
     /// The issuer in force, whose login-throttle counters a reload must not reset.
@@ -44,17 +43,18 @@ struct FilledCache {
     cache: Arc<TokenCache>,
 }
 
-impl Persistent {
-    pub fn new(revocations: Arc<RevocationList>) -> Persistent {
+impl Default for Persistent {
+    fn default() -> Persistent {
         Persistent {
             health: HealthRegistry::default(),
-            revocations,
             token_cache: Mutex::new(None),
             providers: Mutex::new(HashMap::new()),
             issuer: Mutex::new(None),
         }
     }
+}
 
+impl Persistent {
     /// Reused across a reload only while the cache settings and every provider's validation
     /// policy are unchanged: an entry verified under the old audience, leeway or algorithms
     /// must not outlive them.

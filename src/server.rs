@@ -187,7 +187,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
     // Also with -u: the log's lock keeps the compaction from overtaking an append of the old
     // process, which keeps answering admin requests until the hand-over.
     let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
-    let keep = Persistent::new(Arc::clone(revocations.list()));
+    let keep = Persistent::default();
     let snapshot = Snapshot::build(&loaded, &keep).map_err(StartError::Snapshot)?;
     keep.adopt(&snapshot);
     let access_log = loaded.config.access_log.enabled.then(|| {
