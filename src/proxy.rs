@@ -96,7 +96,8 @@ impl Gateway {
             .flatten()
     }
 
-    /// The request pipeline, steps 2 to 7 (step 1, the client, is already in `ctx`). `Err` is a
+    /// The request pipeline, steps 2 to 7 (step 1, the client, is already in `ctx`; a client-IP
+    /// rate limit runs right after routing, before any token work). `Err` is a
     /// local answer: the gateway responds itself and the request goes no further (a refusal, a
     /// redirect, or a built-in issuer endpoint's reply). `Ok` means: proxy it (step 8).
     async fn pipeline(
@@ -138,6 +139,8 @@ impl Gateway {
         ctx.request.upstream_target = routed.upstream_target;
         let route = routed.route;
 
+        throttle::before_auth(route, ctx.client.ip)?;
+
         let (values, n) = gate::authorization_values(&req.headers);
         let authorization = values.get(..n).unwrap_or_default();
         let identity = gate::authenticate(
@@ -159,7 +162,7 @@ impl Gateway {
         }
         ctx.identity.token = identity.token().cloned();
 
-        throttle::check(route, ctx.client.ip, ctx.identity.token.as_deref())
+        throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref())
     }
 }
 

@@ -1,6 +1,8 @@
 """Per-route rate limits (conf/README.md §2 `routes[].rate_limit`; §3.9 error table: 429 with
 Retry-After)."""
+from support.admin_api import file_provider, wait_ready, write_jwks
 from support.harness import assert_json_error, base_config, metric, route, upstream_cfg
+from support.jwt import SigningKey, make_token, std_claims
 
 
 def test_bucket_refuses_past_burst_and_keys_per_client(procs):
@@ -33,3 +35,29 @@ def test_bad_rate_limit_config_names_its_path(procs):
     code, out = procs.validate(cfg)
     assert code == 1
     assert "routes[0].rate_limit.rps" in out and "routes[0].rate_limit.key" in out, out
+
+
+def test_client_ip_limit_is_checked_before_any_token_work(procs, tmp_path):
+    """Forged tokens must not buy signature checks past a client-IP limit: the bucket is
+    consulted before the token is looked at (a `claim:sub` limit necessarily comes after)."""
+    key = SigningKey("ES256", "rl-1")
+    forger = SigningKey("ES256", "rl-1")   # same kid, another key: every signature is bad
+    up = procs.upstream("RL3")
+    cfg = base_config(
+        {"u": upstream_cfg(up)},
+        [route("guarded", "/g", "u", auth={"mode": "required"},
+               rate_limit={"rps": 2, "burst": 4, "key": "client_ip"})],
+        listeners=("http", "metrics", "admin"),
+        providers=[file_provider("idp", "https://id.test", write_jwks(tmp_path / "jwks.json", key))],
+    )
+    gw = procs.gateway(cfg)
+    wait_ready(gw)
+    forged = make_token(forger, std_claims())
+    statuses = [gw.get("/g/x", headers={"Authorization": f"Bearer {forged}"}).status_code
+                for _ in range(50)]
+    assert statuses.count(401) <= 6 and statuses.count(429) >= 44, statuses
+    samples = gw.metrics()
+    assert metric(samples, "portcullis_rate_limited_total", route="guarded") == statuses.count(429)
+    checked = metric(samples, "portcullis_auth_decisions_total", route="guarded",
+                     result="bad_signature")
+    assert checked == statuses.count(401), f"{checked} signature checks for 50 forged tokens"

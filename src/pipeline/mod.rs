@@ -5,9 +5,10 @@
 //! 2. [`head`]: request hygiene, everything refused from the head alone
 //! 3. [`redirect`]: plain HTTP to HTTPS
 //! 4. [`issuer_endpoints`]: the built-in token issuer's own endpoints
-//! 5. [`route`]: the route, its allowlist and the target sent upstream
+//! 5. [`route`]: the route, its allowlist and the target sent upstream;
+//!    then [`throttle::before_auth`]: a rate limit keyed on the client IP
 //! 6. authenticate, check revocation, authorize: [`crate::auth::gate`]
-//! 7. [`throttle`]: the route's rate limit
+//! 7. [`throttle::after_auth`]: a rate limit keyed on the token's `sub`
 //! 8. proxy: `proxy::Gateway::upstream_peer` and the upstream filters
 //!
 //! Each step takes what the request head and the steps before it produced and returns the
