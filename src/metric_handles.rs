@@ -6,6 +6,7 @@
 
 use std::sync::OnceLock;
 
+use http::StatusCode;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::metrics;
@@ -32,14 +33,18 @@ impl StatusCells {
         }
     }
 
-    fn inc(&self, vec: &IntCounterVec, row: usize, labels: &[&str]) {
-        let status = labels.last().and_then(|s| s.parse::<u16>().ok());
-        let cell = status
-            .and_then(status_index)
-            .and_then(|col| self.cells.get(row * STATUSES.len() + col));
+    /// `status` 0 means no response was sent.
+    fn inc(&self, vec: &IntCounterVec, row: usize, prefix: &[&str], status: u16) {
+        let cell = status_index(status).and_then(|col| self.cells.get(row * STATUSES.len() + col));
+        let counter = || {
+            let code = StatusCode::from_u16(status).ok();
+            let label = code.as_ref().map_or("0", StatusCode::as_str);
+            let labels: Vec<&str> = prefix.iter().copied().chain([label]).collect();
+            vec.with_label_values(&labels)
+        };
         match cell {
-            Some(c) => c.get_or_init(|| vec.with_label_values(labels)).inc(),
-            None => vec.with_label_values(labels).inc(),
+            Some(c) => c.get_or_init(counter).inc(),
+            None => counter().inc(),
         }
     }
 }
@@ -92,14 +97,19 @@ impl RouteMetrics {
         }
     }
 
-    pub fn count(&self, method: &str, status: &str) {
+    /// `status` 0: the client got no response.
+    pub fn count(&self, method: &str, status: u16) {
         match STANDARD_METHODS.iter().position(|&m| m == method) {
             Some(row) => self
                 .requests
-                .inc(&metrics::REQUESTS, row, &[&self.route, method, status]),
-            None => metrics::REQUESTS
-                .with_label_values(&[&self.route, method, status])
-                .inc(),
+                .inc(&metrics::REQUESTS, row, &[&self.route, method], status),
+            None => {
+                let code = StatusCode::from_u16(status).ok();
+                let label = code.as_ref().map_or("0", StatusCode::as_str);
+                metrics::REQUESTS
+                    .with_label_values(&[&self.route, method, label])
+                    .inc();
+            }
         }
     }
 }
@@ -120,11 +130,12 @@ impl PeerMetrics {
         }
     }
 
-    pub fn count(&self, status: &str) {
+    pub fn count(&self, status: u16) {
         self.requests.inc(
             &metrics::UPSTREAM_REQUESTS,
             0,
-            &[&self.upstream, &self.peer, status],
+            &[&self.upstream, &self.peer],
+            status,
         );
     }
 }
@@ -142,12 +153,18 @@ mod tests {
     #[test]
     fn cached_and_uncached_cells_count_the_same_series() {
         let m = RouteMetrics::new("metric-handles-test");
-        m.count("GET", "200");
-        m.count("GET", "200");
-        m.count("PROPFIND", "207");
+        m.count("GET", 200);
+        m.count("GET", 200);
+        m.count("PROPFIND", 207);
+        m.count("GET", 299); // not a cached cell: looked up by label
+        m.count("GET", 0);
         let get = metrics::REQUESTS.with_label_values(&["metric-handles-test", "GET", "200"]);
         assert_eq!(get.get(), 2);
         let odd = metrics::REQUESTS.with_label_values(&["metric-handles-test", "PROPFIND", "207"]);
         assert_eq!(odd.get(), 1);
+        let uncommon = metrics::REQUESTS.with_label_values(&["metric-handles-test", "GET", "299"]);
+        assert_eq!(uncommon.get(), 1);
+        let none = metrics::REQUESTS.with_label_values(&["metric-handles-test", "GET", "0"]);
+        assert_eq!(none.get(), 1);
     }
 }

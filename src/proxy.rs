@@ -10,7 +10,6 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -299,7 +298,7 @@ impl ProxyHttp for Gateway {
         ctx.upstream.connect_failures += 1;
         if let Some(up) = ctx.route().map(|r| &r.upstream) {
             if let Some(p) = ctx.upstream.peer.and_then(|i| up.peers.get(i)) {
-                p.metrics.count("502");
+                p.metrics.count(502);
             }
             // Nothing was sent yet, so moving to another peer can never replay a body.
             if ctx.upstream.connect_failures <= up.retries {
@@ -433,19 +432,14 @@ impl ProxyHttp for Gateway {
             Some(r) => &r.metrics,
             None => metric_handles::unrouted(),
         };
-        let status_code = StatusCode::from_u16(status).ok();
-        route_metrics.count(method, status_label(&status_code));
+        route_metrics.count(method, status);
         let elapsed = ctx.timings.start.elapsed();
         route_metrics.duration.observe(elapsed.as_secs_f64());
 
         let upstream = route.map(|r| &r.upstream);
         let peer = upstream.and_then(|up| up.peers.get(ctx.upstream.peer?));
         if let (Some(up), Some(p)) = (upstream, peer) {
-            let upstream_status = ctx.upstream.status.map(StatusCode::from_u16);
-            match upstream_status {
-                Some(own) => p.metrics.count(status_label(&own.ok())),
-                None => p.metrics.count(status_label(&status_code)),
-            }
+            p.metrics.count(ctx.upstream.status.unwrap_or(status));
             if let Some(t) = ctx.timings.upstream_start {
                 up.duration.observe(t.elapsed().as_secs_f64());
             }
@@ -494,24 +488,5 @@ fn status_for_error(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
-    }
-}
-
-/// A status as a metric label, without formatting one per request; "0" for no response.
-fn status_label(status: &Option<StatusCode>) -> &str {
-    status.as_ref().map_or("0", StatusCode::as_str)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_labels() {
-        let label = |n| status_label(&StatusCode::from_u16(n).ok()).to_string();
-        assert_eq!(label(200), "200");
-        assert_eq!(label(0), "0");
-        assert_eq!(label(504), "504");
-        assert_eq!(label(999), "999");
     }
 }
