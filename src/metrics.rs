@@ -48,6 +48,14 @@ metric!(
     LATENCY_BUCKETS
 );
 metric!(
+    WEBSOCKET_CONNECTIONS,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_websocket_connections",
+    "Open WebSocket connections, by route.",
+    ["route"]
+);
+metric!(
     AUTH_DECISIONS,
     IntCounterVec,
     register_int_counter_vec,

@@ -113,6 +113,8 @@ pub struct Route {
     pub auth: RouteAuth,
     pub rate_limit: Option<RateLimiter>,
     pub metrics: RouteMetrics,
+    /// `websocket`: upgrades allowed.
+    pub websocket: bool,
 }
 
 pub struct Redirect {
@@ -184,6 +186,7 @@ impl Snapshot {
             });
             routes.push(Route {
                 metrics: RouteMetrics::new(&r.name),
+                websocket: r.websocket,
                 name: r.name.clone(),
                 prefix: r.matcher.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,

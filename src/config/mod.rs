@@ -333,6 +333,20 @@ pub struct UpstreamConf {
     pub health_check: HealthCheckConf,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// How the gateway speaks to an upstream's peers (conf/README.md §8). gRPC needs HTTP/2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated with ALPN; needs `tls.enabled`.
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
 }
 
 fn default_retries() -> u32 {
@@ -450,6 +464,13 @@ pub struct RouteConf {
     pub allow_cidrs: Vec<IpNet>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConf>,
+    /// WebSocket upgrades allowed on this route (conf/README.md §8).
+    #[serde(default = "default_true")]
+    pub websocket: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

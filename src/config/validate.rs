@@ -10,6 +10,7 @@ use std::path::Path;
 use super::{
     is_claim_path, resolve_path, AuthMode, Config, Dur, HealthCheckKind, HttpsRedirect, IssuerConf,
     Limits, Listeners, ProviderConf, RevocationStoreKind, RouteConf, UpstreamConf,
+    UpstreamProtocol,
 };
 
 /// Re-exported for the request filter, which still imports it from here.
@@ -311,6 +312,17 @@ fn upstream(errs: &mut Errors<'_>, at: &str, u: &UpstreamConf) {
             errs.add(format_args!("{at}.peers[{i}].weight"), "must be 1-1000");
         }
     }
+    match (u.protocol, u.tls.enabled) {
+        (UpstreamProtocol::H2, false) => errs.add(
+            format_args!("{at}.protocol"),
+            "h2 needs tls.enabled: true (HTTP/2 is negotiated with TLS ALPN); use h2c for cleartext HTTP/2",
+        ),
+        (UpstreamProtocol::H2c, true) => errs.add(
+            format_args!("{at}.protocol"),
+            "h2c is cleartext HTTP/2; with tls.enabled use h2",
+        ),
+        _ => {}
+    }
     if let Some(sni) = &u.tls.sni {
         if http::HeaderValue::from_str(sni).is_err() || sni.is_empty() {
             errs.add(
@@ -603,6 +615,23 @@ mod tests {
                 "routes[2].auth: mode required needs a token provider",
             ],
         );
+    }
+
+    #[test]
+    fn http2_protocols_must_match_the_upstream_tls_setting() {
+        let errs = errors(
+            "listeners: {http: {addr: '127.0.0.1:8080'}}\nupstreams:\n  a: {peers: [{addr: '127.0.0.1:7001'}], protocol: h2}\n  b: {peers: [{addr: '127.0.0.1:7002'}], protocol: h2c, tls: {enabled: true}}\n  c: {peers: [{addr: '127.0.0.1:7003'}], protocol: h3}\n",
+        );
+        assert_mentions(
+            &errs,
+            &[
+                "upstreams.a.protocol: h2 needs tls.enabled",
+                "upstreams.b.protocol: h2c is cleartext",
+                "upstreams.c.protocol",
+            ],
+        );
+        let ok = "listeners: {http: {addr: '127.0.0.1:8080'}}\nupstreams:\n  a: {peers: [{addr: '127.0.0.1:7001'}], protocol: h2, tls: {enabled: true}}\n  b: {peers: [{addr: '127.0.0.1:7002'}], protocol: h2c}\n";
+        assert!(parse_and_validate(ok.as_bytes(), Path::new("/nonexistent")).is_ok());
     }
 
     #[test]
