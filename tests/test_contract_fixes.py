@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -217,3 +218,36 @@ def test_access_token_query_is_invalid_request(procs, tmp_path):
     assert up.count() == mark, "a request with ?access_token= reached the upstream"
     # The same token in the Authorization header is fine.
     assert gw.get("/api/x", headers={"Authorization": f"Bearer {tok}"}).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. An HTTP/2 request with a body that the gateway refuses still gets its answer
+
+
+@pytest.mark.parametrize("size", [5, 100_000])
+def test_http2_refusal_of_a_request_with_a_body_is_answered(procs, tmp_path, size):
+    """The gateway answers 401 before reading the body; over HTTP/2 the client must still get
+    that answer (a stream reset in its place is what a client would see as a broken gateway)."""
+    key = SigningKey("ES256", "h2-1")
+    up = procs.upstream("h2body")
+    cfg = base_config({"u": upstream_cfg(up)}, [route("api", "/api", "u", auth={"mode": "required"})],
+                      listeners=("https",),
+                      providers=[file_provider("corp", "https://id.test",
+                                               write_jwks(tmp_path / "jwks.json", key))])
+    cfg["listeners"]["https"] = {"http2": True}
+    gw = procs.gateway(cfg)
+    wait_ready(gw)
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"x" * size)
+    port = gw.port("https")
+    outcomes = []
+    for _ in range(5):
+        out = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--http2", "--cacert", str(gw.tls.ca),
+             "--resolve", f"localhost:{port}:127.0.0.1", "-o", "-", "-w", "\n%{http_code} %{http_version}",
+             "--data-binary", f"@{body}", f"https://localhost:{port}/api/x"],
+            capture_output=True, timeout=20)
+        text = out.stdout.decode(errors="replace")
+        outcomes.append((out.returncode, text.rsplit("\n", 1)[-1], out.stderr.decode().strip()))
+    assert all(o[:2] == (0, "401 2") for o in outcomes), outcomes
+    assert up.count() == 0
