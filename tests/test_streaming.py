@@ -16,7 +16,7 @@ import time
 import pytest
 
 from support.harness import RawConn, base_config, route, upstream_cfg
-from support.stream_upstream import StreamUpstream
+from support.stream_upstream import FIXED_PARTS, StreamUpstream
 
 FIRST_WAIT = 8.0   # generous: the first part must arrive while the upstream still holds the rest
 
@@ -58,7 +58,7 @@ def get(path: str) -> bytes:
 @pytest.mark.parametrize("path,ctype,one,two", [
     ("/events/feed", "text/event-stream", b"data: one\n\n", b"data: two\n\n"),
     ("/download/file", "application/octet-stream", b"part-one;", b"part-two;"),
-    ("/fixed/file", "application/octet-stream", b"part-one;", b"part-two;"),
+    ("/fixed/file", "application/octet-stream", *FIXED_PARTS),
 ])
 def test_response_body_reaches_the_client_as_it_arrives(env, path, ctype, one, two):
     gw, up = env

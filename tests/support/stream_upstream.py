@@ -6,8 +6,9 @@ test says so, which proves streaming without timing assumptions:
 - `GET /events...`: `text/event-stream`, chunked: the event `data: one`, then it waits for
   `release` before the event `data: two` and the end of the body.
 - `GET /download...`: the same with `application/octet-stream` chunks `part-one;` / `part-two;`.
-- `GET /fixed...`: `Content-Length: 18`, the first 9 bytes (`part-one;`), then after `release`
-  the other 9 (`part-two;`).
+- `GET /fixed...`: a `Content-Length` body in two parts (`FIXED_PARTS`): the first 4 KiB, then
+  after `release` the rest. A part that size, not a few bytes: with a `Content-Length` the gateway
+  may coalesce up to one TCP segment (1,460 bytes) before writing (conf/README.md §8).
 - any other request (an upload): reads the body as it arrives (chunked or Content-Length), sets
   `got_first` as soon as the first body byte is in, then answers 200 with a JSON
   `{"body", "first"}` once the whole body is there (`first`: the bytes it had when `got_first`
@@ -41,6 +42,9 @@ def _decode_chunked(buf: bytes) -> tuple[bytes, bool]:
         if len(buf) < start + size + 2:
             return out, False
         pos = start + size + 2
+
+# Larger than one TCP segment, so it is written out before the rest arrives.
+FIXED_PARTS = (b"part-one;" + b"1" * 4087, b"part-two;")
 
 
 class StreamUpstream:
@@ -102,10 +106,12 @@ class StreamUpstream:
                 elif path.startswith("/events") or path.startswith("/download"):
                     self._chunked_stream(conn, path)
                 elif path.startswith("/fixed"):
+                    first, second = FIXED_PARTS
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                                 b"Content-Length: 18\r\n\r\npart-one;")
+                                 + f"Content-Length: {len(first) + len(second)}\r\n\r\n".encode()
+                                 + first)
                     self.release.wait(15)
-                    conn.sendall(b"part-two;")
+                    conn.sendall(second)
                 else:
                     buf = self._upload(conn, hd, buf)
                     if buf is None:
