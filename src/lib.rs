@@ -26,5 +26,6 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tools;
 pub mod upstream;

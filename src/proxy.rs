@@ -30,6 +30,7 @@ use crate::pipeline::{redirect, route, throttle, ListenerKind};
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::runtime::{Route, Snapshot};
 use crate::state::Shared;
+use crate::telemetry::{self, Outcome, RequestTrace, UpstreamOutcome};
 use crate::upstream::{HashKey, Tried};
 
 pub struct Gateway {
@@ -48,6 +49,7 @@ pub struct Ctx {
     identity: IdentityFacts,
     upstream: UpstreamAttempt,
     timings: Timings,
+    trace: RequestTrace,
 }
 
 #[derive(Default)]
@@ -107,7 +109,7 @@ impl Gateway {
     ) -> Result<(), LocalResponse> {
         let req = session.req_header();
         let (path, query) = head::target(req, &snap.limits)?;
-        if self.shared.access_log.is_some() {
+        if self.shared.access_log.is_some() || ctx.trace.recording {
             ctx.request.path = path.to_string();
         }
         let host = head::framing(req, &snap.limits)?;
@@ -148,6 +150,7 @@ impl Gateway {
             authorization,
             routed.query_token,
             unix_now(),
+            &mut ctx.trace.verification,
         )
         .await
         .map_err(|d| record_denial(ctx, &route.metrics, d))?;
@@ -188,6 +191,7 @@ impl ProxyHttp for Gateway {
                 start: Instant::now(),
                 upstream_start: None,
             },
+            trace: RequestTrace::default(),
         }
     }
 
@@ -203,6 +207,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let snap = self.shared.snapshot.load_full();
         ctx.client = client::identify(session, &snap.trusted_proxies);
+        ctx.trace = RequestTrace::start(&session.req_header().headers, &snap.tracing);
         session.set_keepalive(Some(snap.limits.keepalive_timeout.whole_secs_ceil()));
         ctx.snap = Some(Arc::clone(&snap));
         let Err(answer) = self.pipeline(session, ctx, &snap).await else {
@@ -356,6 +361,7 @@ impl ProxyHttp for Gateway {
             strip_auth,
             &fwd,
         )?;
+        telemetry::inject(upstream_request, &ctx.trace)?;
         if let Some(token) = &ctx.identity.token {
             for ih in &snap.identity_headers {
                 if let Some(raw) = gate::identity_value(token, &ih.claim_path) {
@@ -445,6 +451,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
+        let trace_id = ctx.trace.trace_id.hex();
         if let Some(log) = &self.shared.access_log {
             log.log(&access_log::Entry {
                 time: access_log::rfc3339_now(),
@@ -465,8 +472,27 @@ impl ProxyHttp for Gateway {
                 bytes_sent: session.body_bytes_sent(),
                 bytes_received: session.body_bytes_read(),
                 auth: ctx.identity.auth_label,
+                trace_id: trace_id.as_str(),
             });
         }
+        let outcome = Outcome {
+            method,
+            path: &ctx.request.path,
+            route: route.map(|r| r.name.as_str()),
+            status,
+            auth: ctx.identity.auth_label,
+            started: ctx.timings.start,
+            upstream: upstream
+                .zip(peer)
+                .zip(ctx.timings.upstream_start)
+                .map(|((u, p), t)| UpstreamOutcome {
+                    upstream: &u.name,
+                    peer: &p.addr,
+                    started: t,
+                    status: ctx.upstream.status,
+                }),
+        };
+        self.shared.spans.submit(&ctx.trace, &outcome);
     }
 }
 

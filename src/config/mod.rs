@@ -67,6 +67,8 @@ pub struct Config {
     pub issuer: Option<IssuerConf>,
     #[serde(default)]
     pub access_log: AccessLogConf,
+    #[serde(default)]
+    pub tracing: TracingConf,
 }
 
 fn default_identity_headers() -> BTreeMap<String, HeaderName> {
@@ -560,6 +562,30 @@ impl Default for AccessLogConf {
         AccessLogConf {
             enabled: true,
             path: None,
+        }
+    }
+}
+
+/// `tracing:` (conf/README.md §9): span export over OTLP/HTTP. Trace context (`traceparent`) is
+/// propagated whether or not this is enabled. A reload may change every key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConf {
+    pub enabled: bool,
+    /// An OTLP/HTTP traces endpoint (protobuf), the full URL including `/v1/traces`.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// The share of new traces that are sampled; an incoming sampled flag is always kept.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConf {
+    fn default() -> Self {
+        TracingConf {
+            enabled: false,
+            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "portcullis".into(),
+            sample_ratio: 1.0,
         }
     }
 }
