@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -481,3 +482,32 @@ def test_tracing_block_is_validated_with_key_paths(procs):
     cfg["listeners"] = listeners
     code, out = procs.validate(cfg)
     assert code == 0, out
+
+
+def test_reload_turns_tracing_on(procs):
+    collector = Collector()
+    try:
+        up = procs.upstream("reloaded")
+        jwks = JwksServer([SigningKey("ES256", "k")])
+        gw = procs.gateway(gateway_config(up, jwks.provider("corp", ISS), None))
+        assert gw.get("/o/before", headers={"X-Request-Id": "reload-before"}).status_code == 200
+        before, _, flags, _ = upstream_traceparent(up, "reload-before")
+        assert flags == "00"
+        gw.config["tracing"] = {"enabled": True, "otlp_endpoint": collector.endpoint,
+                                "service_name": "after-reload"}
+        gw.write_config()
+        gw.proc.send_signal(signal.SIGHUP)
+
+        def traced():
+            rid = "reload-" + uuid.uuid4().hex
+            assert gw.get("/o/after", headers={"X-Request-Id": rid}).status_code == 200
+            return upstream_traceparent(up, rid)[2] == "01" and rid
+        rid = wait_for(traced, 10, interval=0.2, what="the reload to enable tracing")
+        trace_id, _, _, _ = upstream_traceparent(up, rid)
+        collector.trace(trace_id, 2)
+        resources = [res for res, s in collector.spans() if s.trace_id.hex() == trace_id]
+        assert resources and all(r["service.name"] == "after-reload" for r in resources)
+        assert not [s for _, s in collector.spans() if s.trace_id.hex() == before]
+        jwks.stop()
+    finally:
+        collector.stop()

@@ -737,6 +737,10 @@ mod tests {
             Some("PORTCULLIS_ADMIN_TOKEN")
         );
         assert_eq!(c.providers, []);
+        assert!(!c.tracing.enabled);
+        assert_eq!(c.tracing.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(c.tracing.service_name, "portcullis");
+        assert_eq!(c.tracing.sample_ratio, 1.0);
         let u = parse(b"listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}]}}\nproviders: [{name: p, issuer: 'https://id', jwks: {discovery: true}}]\nroutes: [{name: r, match: {}, upstream: u, rate_limit: {rps: 1}}]\n").unwrap();
         assert_eq!(u.upstreams["u"].hash_key, HashKey::ClientIp);
         assert_eq!(
