@@ -27,6 +27,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tools;
 pub mod upstream;
 pub mod websocket;

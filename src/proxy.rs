@@ -31,6 +31,7 @@ use crate::pipeline::{redirect, route, throttle, ListenerKind};
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::runtime::{Route, Snapshot};
 use crate::state::Shared;
+use crate::telemetry::{self, Outcome, RequestTrace, UpstreamOutcome};
 use crate::upstream::{HashKey, Tried};
 use crate::websocket;
 
@@ -50,6 +51,7 @@ pub struct Ctx {
     identity: IdentityFacts,
     upstream: UpstreamAttempt,
     timings: Timings,
+    trace: RequestTrace,
     /// The status of an answer the gateway wrote itself, as decided: a gRPC client gets it as a
     /// `grpc-status` inside an HTTP 200, but it is counted and logged as what it is.
     local_status: Option<u16>,
@@ -122,7 +124,7 @@ impl Gateway {
     ) -> Result<(), LocalResponse> {
         let req = session.req_header();
         let (path, query) = head::target(req, &snap.limits)?;
-        if self.shared.access_log.is_some() {
+        if self.shared.access_log.is_some() || ctx.trace.recording {
             ctx.request.path = path.to_string();
         }
         let host = head::framing(req, &snap.limits)?;
@@ -170,6 +172,7 @@ impl Gateway {
             authorization,
             routed.query_token,
             unix_now(),
+            &mut ctx.trace.verification,
         )
         .await
         .map_err(|d| record_denial(ctx, &route.metrics, d))?;
@@ -234,6 +237,7 @@ impl ProxyHttp for Gateway {
             },
             local_status: None,
             websocket: None,
+            trace: RequestTrace::default(),
         }
     }
 
@@ -249,6 +253,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let snap = self.shared.snapshot.load_full();
         ctx.client = client::identify(session, &snap.trusted_proxies);
+        ctx.trace = RequestTrace::start(&session.req_header().headers, &snap.tracing);
         session.set_keepalive(Some(snap.limits.keepalive_timeout.whole_secs_ceil()));
         ctx.snap = Some(Arc::clone(&snap));
         let Err(answer) = self.pipeline(session, ctx, &snap).await else {
@@ -438,6 +443,7 @@ impl ProxyHttp for Gateway {
             // that would drop `grpc-status`; HTTP/2 allows exactly this value end to end.
             upstream_request.insert_header(http::header::TE, "trailers")?;
         }
+        telemetry::inject(upstream_request, &ctx.trace)?;
         if let Some(token) = &ctx.identity.token {
             for ih in &snap.identity_headers {
                 if let Some(raw) = gate::identity_value(token, &ih.claim_path) {
@@ -540,6 +546,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
+        let trace_id = ctx.trace.trace_id.hex();
         if let Some(log) = &self.shared.access_log {
             log.log(&access_log::Entry {
                 time: access_log::rfc3339_now(),
@@ -560,8 +567,27 @@ impl ProxyHttp for Gateway {
                 bytes_sent: session.body_bytes_sent(),
                 bytes_received: session.body_bytes_read(),
                 auth: ctx.identity.auth_label,
+                trace_id: trace_id.as_str(),
             });
         }
+        let outcome = Outcome {
+            method,
+            path: &ctx.request.path,
+            route: route.map(|r| r.name.as_str()),
+            status,
+            auth: ctx.identity.auth_label,
+            started: ctx.timings.start,
+            upstream: upstream
+                .zip(peer)
+                .zip(ctx.timings.upstream_start)
+                .map(|((u, p), t)| UpstreamOutcome {
+                    upstream: &u.name,
+                    peer: &p.addr,
+                    started: t,
+                    status: ctx.upstream.status,
+                }),
+        };
+        self.shared.spans.submit(&ctx.trace, &outcome);
     }
 }
 

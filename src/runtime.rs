@@ -152,6 +152,8 @@ pub struct Snapshot {
     pub issuer: Option<Arc<Issuer>>,
     /// SHA-256 of the admin token; `None` disables `/admin/*` (403).
     pub admin_token_digest: Option<Vec<u8>>,
+    /// Span export and sampling; trace context is propagated regardless.
+    pub tracing: config::TracingConf,
 }
 
 impl Snapshot {
@@ -298,6 +300,7 @@ impl Snapshot {
             provider_runtimes,
             issuer,
             admin_token_digest: admin_token(loaded).map(|t| Sha256::digest(t.as_bytes()).to_vec()),
+            tracing: c.tracing.clone(),
         })
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::{
     is_claim_path, resolve_path, AuthMode, Config, Dur, HealthCheckKind, HttpsRedirect, IssuerConf,
-    Limits, Listeners, ProviderConf, RevocationStoreKind, RouteConf, UpstreamConf,
+    Limits, Listeners, ProviderConf, RevocationStoreKind, RouteConf, TracingConf, UpstreamConf,
     UpstreamProtocol,
 };
 
@@ -97,6 +97,7 @@ pub fn validate(c: &Config, base: &Path) -> Vec<String> {
     if let Some(iss) = issuer {
         issuer_section(&mut errs, iss);
     }
+    tracing_section(&mut errs, &c.tracing);
     errs.list
 }
 
@@ -514,6 +515,28 @@ fn issuer_section(errs: &mut Errors<'_>, iss: &IssuerConf) {
     }
     if iss.max_failed_logins == 0 {
         errs.add("issuer.max_failed_logins", "must be at least 1");
+    }
+}
+
+/// Checked whether or not tracing is enabled, so turning it on later cannot surface an old typo.
+fn tracing_section(errs: &mut Errors<'_>, t: &TracingConf) {
+    let endpoint_ok = t.otlp_endpoint.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if !endpoint_ok {
+        errs.add(
+            "tracing.otlp_endpoint",
+            format_args!("{:?} is not an http:// or https:// URL", t.otlp_endpoint),
+        );
+    }
+    if t.service_name.is_empty() {
+        errs.add("tracing.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errs.add(
+            "tracing.sample_ratio",
+            format_args!("{} is outside [0, 1]", t.sample_ratio),
+        );
     }
 }
 
