@@ -69,6 +69,8 @@ for p in 7001 7002; do
     sleep 0.2
   done
 done
+"$python" conf/demo/ws_echo.py serve --listen 127.0.0.1:7003 >"$run/chat.log" 2>&1 &
+pids+=($!)
 
 if [[ "$demo_prometheus" == 1 ]]; then
   mkdir -p "$run/prometheus"
@@ -108,6 +110,9 @@ terminal, in order (from $root):
 
   # a protected route with the token: 200 (the peer echoes what it got, X-Auth-Subject: alice included)
   curl -s --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/users/1
+
+  # a WebSocket through the gateway, opened with the token: the peer echoes each message
+  python3 conf/demo/ws_echo.py call --url wss://localhost:8443/chat --ca $ca --token "\$TOKEN" hello again
 
   # load balancing: round robin over both peers
   for i in 1 2 3 4; do curl -s --cacert $ca -H "Authorization: Bearer \$TOKEN" $gw/users/\$i | python3 -c 'import json,sys; print(json.load(sys.stdin)["peer"])'; done

@@ -467,12 +467,8 @@ pub struct RouteConf {
     #[serde(default)]
     pub rate_limit: Option<RateLimitConf>,
     /// WebSocket upgrades allowed on this route (conf/README.md §8).
-    #[serde(default = "default_true")]
+    #[serde(default = "yes")]
     pub websocket: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -133,7 +133,7 @@ def ws_connect(gw, path: str, token: str | None = None, listener: str = "http",
         uri = f"wss://127.0.0.1:{gw.port('https')}{path}"
     else:
         uri = f"ws://127.0.0.1:{gw.port(listener)}{path}"
-    return connect(uri, additional_headers=hdrs, open_timeout=5, ping_interval=None,
+    return connect(uri, additional_headers=hdrs, open_timeout=10, ping_interval=None,
                    close_timeout=2, proxy=None, compression=None, **kw)
 
 
