@@ -18,6 +18,7 @@ use crate::clock::unix_now;
 use crate::reload;
 use crate::request_body::{read_capped, BodyError};
 use crate::state::Shared;
+use crate::status_page;
 
 const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApp {
@@ -52,8 +53,12 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response<Vec<u8>>
 fn empty(status: StatusCode) -> Response<Vec<u8>> {
     let mut resp = Response::new(Vec::new());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -384,6 +389,11 @@ impl ServeHttp for AdminApp {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => return json_response(StatusCode::OK, json!({"status": "ok"})),
             ("GET", "/readyz") => return self.readiness(),
+            ("GET", _) => {
+                if let Some(page) = status_page::asset(&path) {
+                    return page;
+                }
+            }
             _ => {}
         }
         if !path.starts_with("/admin/") {

@@ -27,6 +27,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod status_page;
 pub mod telemetry;
 pub mod tools;
 pub mod upstream;
