@@ -114,6 +114,18 @@ impl Ctx {
 }
 
 impl Gateway {
+    /// `Err` ends an open WebSocket whose token expired or was revoked.
+    fn keep_websocket(&self, ws: &WebSocket) -> pingora::Result<()> {
+        match ws
+            .lease
+            .as_ref()
+            .map(|l| l.check(self.shared.revocations.list(), unix_now()))
+        {
+            Some(Err(why)) => Error::e_explain(ErrorType::HTTPStatus(401), why),
+            _ => Ok(()),
+        }
+    }
+
     fn hsts<'a>(&self, snap: &'a Snapshot) -> Option<&'a HeaderValue> {
         (self.listener == ListenerKind::Https)
             .then_some(snap.hsts.as_ref())
@@ -203,20 +215,6 @@ impl Gateway {
         }
 
         throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref())
-    }
-}
-
-impl Gateway {
-    /// `Err` ends an open WebSocket whose token expired or was revoked.
-    fn keep_websocket(&self, ws: &WebSocket) -> pingora::Result<()> {
-        match ws
-            .lease
-            .as_ref()
-            .map(|l| l.check(self.shared.revocations.list(), unix_now()))
-        {
-            Some(Err(why)) => Error::e_explain(ErrorType::HTTPStatus(401), why),
-            _ => Ok(()),
-        }
     }
 }
 
