@@ -25,6 +25,7 @@ pub mod revocation;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 pub mod tools;
 pub mod upstream;
