@@ -10,7 +10,7 @@ import socket
 from collections import Counter
 
 
-def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
+def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
     """(status, keep-alive) of the next response on `sock`; leftover bytes stay in `buf`."""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
@@ -53,7 +53,7 @@ def _worker(args) -> Counter:
                f"X-Forwarded-For: {key_of(i)}\r\n\r\n").encode()
         try:
             sock.sendall(req)
-            status, keep = _read_response(sock, buf)
+            status, keep = read_response(sock, buf)
         except OSError as e:
             statuses[f"error:{type(e).__name__}"] += 1
             sock.close()
