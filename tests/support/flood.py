@@ -95,3 +95,41 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def _send_worker(args) -> Counter:
+    port, raw = args
+    statuses: Counter = Counter()
+    sock = None
+    buf = bytearray()
+    for req in raw:
+        if sock is None:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            buf = bytearray()
+        try:
+            sock.sendall(req)
+            status, keep = read_response(sock, buf)
+        except OSError as e:
+            statuses[f"error:{type(e).__name__}"] += 1
+            sock.close()
+            sock = None
+            continue
+        statuses[status] += 1
+        if not keep:
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+    return statuses
+
+
+def send_all(port: int, raw_requests: list[bytes], workers: int = 4) -> Counter:
+    """Sends each of `raw_requests` (complete HTTP/1.1 requests) over keep-alive connections
+    from `workers` processes; returns how many got each status (or `error:<kind>`)."""
+    slices = [raw_requests[w::workers] for w in range(workers)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        total: Counter = Counter()
+        for c in pool.map(_send_worker, [(port, s) for s in slices if s]):
+            total.update(c)
+    return total
