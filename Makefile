@@ -11,6 +11,8 @@
 #                   bare Pingora on loopback; installs haproxy/nginx/wrk (apt) when missing.
 #                   QUICK=1 make bench: 2 rounds x 1 s; results in bench-out/results.md
 #   make bench-check  the benchmark's correctness pass only (every contender, no timing)
+#   make fuzz       the property tests of the parsers (src/properties.rs) with FUZZ_CASES cases each
+#                   (default 100000: several minutes); `make test` runs them with 256
 #   make deps | build | clean
 
 SHELL := /bin/bash
@@ -51,10 +53,10 @@ K6_AUTH_DURATION ?= 5s
 export BENCH_OUT ?= $(CURDIR)/bench-out
 
 .PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
-        smoke k6-auth shellcheck loadtest bench bench-build bench-check clean
+        smoke k6-auth shellcheck loadtest bench bench-build bench-check clean fuzz
 
 help:
-	@sed -n '1,15s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps: deps-system deps-python
 
@@ -102,6 +104,11 @@ clippy: deps-system
 
 unit: deps-system
 	$(CARGO) test
+
+# Property tests of the request-target, bearer/JWS, JWKS and config parsers, long.
+FUZZ_CASES ?= 100000
+fuzz: deps-system
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib properties
 
 integration: deps-python build
 	$(PYTHON) -m pytest tests -q

@@ -16,6 +16,8 @@ pub mod keys;
 pub mod metric_handles;
 pub mod metrics;
 pub mod pipeline;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
 pub mod rate_limit;
 pub mod reload;
