@@ -47,13 +47,16 @@ def exit_time(gw, limit: float) -> float:
 
 def test_idle_gateway_stops_within_seconds(procs):
     up = procs.upstream("idle")
-    gw = default_stop_settings(procs, base_config({"u": upstream_cfg(up)}, [route("r", "/", "u")]))
-    # Leave an idle keep-alive connection open, as a client pool would.
-    client = requests.Session()
-    assert client.get(gw.url("http", "/x"), timeout=5).status_code == 200
+    gw = default_stop_settings(procs, base_config({"u": upstream_cfg(up)}, [route("r", "/", "u")],
+                                                  listeners=("http", "https")))
+    # Leave idle keep-alive connections open, plain and TLS, as client pools would.
+    plain, tls = requests.Session(), requests.Session()
+    assert plain.get(gw.url("http", "/x"), timeout=5).status_code == 200
+    assert tls.get(gw.url("https", "/x"), timeout=5, verify=str(procs.tls.ca)).status_code == 200
     gw.proc.send_signal(signal.SIGTERM)
     took = exit_time(gw, 10)
-    client.close()
+    plain.close()
+    tls.close()
     assert took < 3, f"idle gateway took {took:.2f}s to stop after SIGTERM"
 
 
