@@ -4,8 +4,9 @@
 # with pip).
 #
 #   make demo       build, then run the gateway with conf/portcullis.yaml, two echo peers and a dev CA
-#   make test       fmt, clippy, unit tests, release build, bench-check, integration tests (pytest),
-#                   k6 smoke + auth runs
+#                   (DEMO_PROMETHEUS=1 make demo: also a local Prometheus scraping it, alerts loaded)
+#   make test       fmt, clippy, unit tests, release build, bench-check, alert rules (promtool),
+#                   integration tests (pytest), k6 smoke + auth runs
 #   make loadtest   the k6 suite in load-tests/ against the demo stack (reuses a running `make demo`)
 #   make bench      benches/compare/run.sh: the gateway against HAProxy (plain and jwt_verify) and
 #                   bare Pingora on loopback; installs haproxy/nginx/wrk (apt) when missing.
@@ -36,9 +37,12 @@ export PIP_ROOT_USER_ACTION := ignore
 export PIP_BREAK_SYSTEM_PACKAGES := 1
 
 # Debian packages the build and the scripts need, as `command:package`.
-# cmake/perl/make/gcc/g++: vendored OpenSSL and aws-lc; curl/openssl: demo and smoke scripts.
+# cmake/perl/make/gcc/g++: vendored OpenSSL and aws-lc; curl/openssl: demo and smoke scripts;
+# promtool: checks and unit-tests conf/prometheus/alerts.yaml (Debian's prometheus package also
+# brings the server the demo runs with DEMO_PROMETHEUS=1; on a systemd machine the package starts
+# its own service on :9090, which nothing here uses).
 SYSTEM_DEPS := cmake:cmake perl:perl make:make gcc:gcc g++:g++ pkg-config:pkg-config \
-               curl:curl openssl:openssl shellcheck:shellcheck
+               curl:curl openssl:openssl shellcheck:shellcheck promtool:prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/demo/prepare.sh benches/compare/run.sh \
@@ -54,10 +58,10 @@ K6_AUTH_DURATION ?= 5s
 export BENCH_OUT ?= $(CURDIR)/bench-out
 
 .PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
-        smoke k6-auth shellcheck loadtest bench bench-build bench-check clean fuzz soak
+        smoke k6-auth shellcheck alert-rules loadtest bench bench-build bench-check clean fuzz soak
 
 help:
-	@sed -n '1,17s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,18s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps: deps-system deps-python
 
@@ -91,7 +95,7 @@ build: deps-system
 demo: deps build
 	conf/demo/run.sh
 
-test: deps shellcheck fmt-check clippy unit build bench-check integration smoke k6-auth
+test: deps shellcheck fmt-check clippy unit build bench-check alert-rules integration smoke k6-auth
 	@echo "make test: all steps passed"
 
 shellcheck: deps-system
@@ -110,6 +114,11 @@ unit: deps-system
 FUZZ_CASES ?= 100000
 fuzz: deps-system
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib properties
+
+# The shipped Prometheus alert rules: valid, and their unit tests pass.
+alert-rules: deps-system
+	promtool check rules conf/prometheus/alerts.yaml
+	promtool test rules conf/prometheus/alerts.test.yaml
 
 integration: deps-python build
 	$(PYTHON) -m pytest tests -q

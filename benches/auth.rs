@@ -264,6 +264,7 @@ fn admit(
         authorization,
         false,
         NOW,
+        &mut None,
     )) else {
         return false;
     };

@@ -33,6 +33,8 @@ pub struct Entry<'a> {
     pub bytes_received: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'a str>,
+    /// The W3C trace id the request belongs to (conf/README.md §9), to find its spans.
+    pub trace_id: &'a str,
 }
 
 pub struct AccessLog {

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use http::StatusCode;
-use prometheus::{Histogram, IntCounter, IntCounterVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use crate::metrics;
 use crate::routing::STANDARD_METHODS;
@@ -71,6 +71,8 @@ pub struct RouteMetrics {
     requests: StatusCells,
     auth: [OnceLock<IntCounter>; AUTH_RESULTS.len()],
     pub duration: Histogram,
+    /// Resolved on the first upgrade, so routes without WebSockets export no series.
+    websockets: OnceLock<IntGauge>,
 }
 
 impl RouteMetrics {
@@ -80,7 +82,15 @@ impl RouteMetrics {
             requests: StatusCells::new(STANDARD_METHODS.len()),
             auth: std::array::from_fn(|_| OnceLock::new()),
             duration: metrics::REQUEST_DURATION.with_label_values(&[route]),
+            websockets: OnceLock::new(),
         }
+    }
+
+    /// `portcullis_websocket_connections` of this route.
+    pub fn websockets(&self) -> &IntGauge {
+        self.websockets.get_or_init(|| {
+            metrics::WEBSOCKET_CONNECTIONS.with_label_values(&[self.route.as_str()])
+        })
     }
 
     pub fn auth_decision(&self, result: &str) {

@@ -48,6 +48,14 @@ metric!(
     LATENCY_BUCKETS
 );
 metric!(
+    WEBSOCKET_CONNECTIONS,
+    IntGaugeVec,
+    register_int_gauge_vec,
+    "portcullis_websocket_connections",
+    "Open WebSocket connections, by route.",
+    ["route"]
+);
+metric!(
     AUTH_DECISIONS,
     IntCounterVec,
     register_int_counter_vec,
@@ -161,6 +169,18 @@ metric!(
     "Client connections closed at once because limits.max_connections were open, by listener.",
     ["listener"]
 );
+
+/// Spans the trace exporter gave up on: the queue was full, or the collector refused or did
+/// not answer an export (conf/README.md §9).
+pub static TRACE_SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    // a duplicate static name is a programming error caught at start-up
+    prometheus::register_int_counter!(
+        "portcullis_trace_spans_dropped_total",
+        "Trace spans dropped instead of exported (queue full, collector failing or slow)."
+    )
+    .expect("metric registration")
+});
 
 /// Renders every registered series in the Prometheus text format.
 pub fn render() -> Vec<u8> {

@@ -19,9 +19,10 @@ use crate::access_log;
 use crate::auth::gate::{self, Denial};
 use crate::auth::verifier::VerifiedToken;
 use crate::clock::unix_now;
-use crate::config::AuthMode;
+use crate::config::{AuthMode, UpstreamProtocol};
 use crate::connection;
 use crate::forwarding::{self, ForwardedFor};
+use crate::grpc;
 use crate::metric_handles::{self, RouteMetrics};
 use crate::pipeline::client::{self, Client};
 use crate::pipeline::head::{self, CheckedHead};
@@ -30,7 +31,9 @@ use crate::pipeline::{redirect, route, throttle, ListenerKind};
 use crate::respond::{self, CommonHeaders, LocalResponse};
 use crate::runtime::{Route, Snapshot};
 use crate::state::Shared;
+use crate::telemetry::{self, Outcome, RequestTrace, UpstreamOutcome};
 use crate::upstream::{HashKey, Tried};
+use crate::websocket;
 
 pub struct Gateway {
     pub listener: ListenerKind,
@@ -48,6 +51,20 @@ pub struct Ctx {
     identity: IdentityFacts,
     upstream: UpstreamAttempt,
     timings: Timings,
+    trace: RequestTrace,
+    /// The status of an answer the gateway wrote itself, as decided: a gRPC client gets it as a
+    /// `grpc-status` inside an HTTP 200, but it is counted and logged as what it is.
+    local_status: Option<u16>,
+    /// Set for a WebSocket handshake that the pipeline let through.
+    websocket: Option<WebSocket>,
+}
+
+#[derive(Default)]
+struct WebSocket {
+    /// `None` on routes that do not authenticate.
+    lease: Option<websocket::Lease>,
+    /// Counted from the upstream's `101` until the connection ends.
+    open: Option<websocket::Open>,
 }
 
 #[derive(Default)]
@@ -107,7 +124,7 @@ impl Gateway {
     ) -> Result<(), LocalResponse> {
         let req = session.req_header();
         let (path, query) = head::target(req, &snap.limits)?;
-        if self.shared.access_log.is_some() {
+        if self.shared.access_log.is_some() || ctx.trace.recording {
             ctx.request.path = path.to_string();
         }
         let host = head::framing(req, &snap.limits)?;
@@ -137,6 +154,13 @@ impl Gateway {
         ctx.route = Some(routed.index);
         ctx.request.upstream_target = routed.upstream_target;
         let route = routed.route;
+        if websocket::requested(req) {
+            // An upgrade cannot cross HTTP/2 to the upstream.
+            if !route.websocket || route.upstream.protocol != UpstreamProtocol::Http1 {
+                return Err(websocket::not_allowed());
+            }
+            ctx.websocket = Some(WebSocket::default());
+        }
 
         throttle::before_auth(route, ctx.client.ip)?;
 
@@ -148,6 +172,7 @@ impl Gateway {
             authorization,
             routed.query_token,
             unix_now(),
+            &mut ctx.trace.verification,
         )
         .await
         .map_err(|d| record_denial(ctx, &route.metrics, d))?;
@@ -160,8 +185,30 @@ impl Gateway {
             route.metrics.auth_decision(label);
         }
         ctx.identity.token = identity.token().cloned();
+        if let (Some(ws), Some(token)) = (&mut ctx.websocket, &ctx.identity.token) {
+            let leeway = snap
+                .auth
+                .as_deref()
+                .and_then(|a| a.provider(&token.provider))
+                .map_or(0, |p| p.policy.leeway_secs);
+            ws.lease = Some(websocket::Lease::new(Arc::clone(token), leeway));
+        }
 
         throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref())
+    }
+}
+
+impl Gateway {
+    /// `Err` ends an open WebSocket whose token expired or was revoked.
+    fn keep_websocket(&self, ws: &WebSocket) -> pingora::Result<()> {
+        match ws
+            .lease
+            .as_ref()
+            .map(|l| l.check(self.shared.revocations.list(), unix_now()))
+        {
+            Some(Err(why)) => Error::e_explain(ErrorType::HTTPStatus(401), why),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -188,6 +235,9 @@ impl ProxyHttp for Gateway {
                 start: Instant::now(),
                 upstream_start: None,
             },
+            local_status: None,
+            websocket: None,
+            trace: RequestTrace::default(),
         }
     }
 
@@ -203,6 +253,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let snap = self.shared.snapshot.load_full();
         ctx.client = client::identify(session, &snap.trusted_proxies);
+        ctx.trace = RequestTrace::start(&session.req_header().headers, &snap.tracing);
         session.set_keepalive(Some(snap.limits.keepalive_timeout.whole_secs_ceil()));
         ctx.snap = Some(Arc::clone(&snap));
         let Err(answer) = self.pipeline(session, ctx, &snap).await else {
@@ -212,6 +263,7 @@ impl ProxyHttp for Gateway {
             request_id: ctx.client.request_id.as_ref(),
             hsts: self.hsts(&snap),
         };
+        ctx.local_status = Some(answer.status);
         respond::write_local(session, answer, &common).await?;
         Ok(true)
     }
@@ -223,6 +275,10 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if let Some(ws) = &ctx.websocket {
+            // Frames, not a request body: no size limit, but the token must still hold.
+            return self.keep_websocket(ws);
+        }
         if let (Some(chunk), Some(snap)) = (body.as_ref(), &ctx.snap) {
             ctx.request.body_bytes += chunk.len() as u64;
             if ctx.request.body_bytes > snap.limits.max_body_bytes {
@@ -230,6 +286,19 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(ws) = &ctx.websocket {
+            self.keep_websocket(ws)?;
+        }
+        Ok(None)
     }
 
     async fn upstream_peer(
@@ -277,8 +346,14 @@ impl ProxyHttp for Gateway {
                 ctx.upstream.tried.insert(i);
                 ctx.upstream.peer = Some(i);
                 ctx.timings.upstream_start = Some(Instant::now());
-                up.http_peer(i)
-                    .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "peer vanished"))
+                let mut peer = up
+                    .http_peer(i)
+                    .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "peer vanished"))?;
+                if ctx.websocket.is_some() {
+                    // An upgraded connection ends after `timeouts.idle` of silence.
+                    peer.options.read_timeout = Some(up.idle_timeout);
+                }
+                Ok(peer)
             }
             // Nothing healthy at all is a 503; running out of peers after connect failures is a 502.
             None if ctx.upstream.connect_failures == 0 => {
@@ -350,12 +425,25 @@ impl ProxyHttp for Gateway {
         };
         let strip_auth = !snap.forward_authorization
             && ctx.route().is_some_and(|r| r.auth.mode != AuthMode::None);
+        let grpc_trailers = grpc::is_grpc(session.req_header())
+            && ctx
+                .route()
+                .is_some_and(|r| r.upstream.protocol != UpstreamProtocol::Http1);
         forwarding::sanitize_upstream_request(
             upstream_request,
             &snap.identity_names,
             strip_auth,
             &fwd,
         )?;
+        if ctx.websocket.is_some() {
+            websocket::forward_upgrade(upstream_request)?;
+        }
+        if grpc_trailers {
+            // `TE: trailers` is how a gRPC server tells a trailer-capable client from a proxy
+            // that would drop `grpc-status`; HTTP/2 allows exactly this value end to end.
+            upstream_request.insert_header(http::header::TE, "trailers")?;
+        }
+        telemetry::inject(upstream_request, &ctx.trace)?;
         if let Some(token) = &ctx.identity.token {
             for ih in &snap.identity_headers {
                 if let Some(raw) = gate::identity_value(token, &ih.claim_path) {
@@ -369,11 +457,23 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        ctx.upstream.status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.upstream.status = Some(status);
+        if status == 101 {
+            let route = ctx
+                .snap
+                .as_ref()
+                .zip(ctx.route)
+                .and_then(|(s, i)| s.routes.get(i));
+            if let (Some(ws), Some(route)) = (&mut ctx.websocket, route) {
+                ws.open = Some(websocket::Open::count(route.metrics.websockets()));
+                session.set_read_timeout(Some(route.upstream.idle_timeout));
+            }
+        }
         Ok(())
     }
 
@@ -399,6 +499,7 @@ impl ProxyHttp for Gateway {
                 hsts: ctx.snap.as_ref().and_then(|s| self.hsts(s)),
             };
             session.set_keepalive(None);
+            ctx.local_status = Some(code);
             if let Err(err) =
                 respond::write_local(session, LocalResponse::for_status(code), &common).await
             {
@@ -418,9 +519,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         connection::request_finished();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
+        let status = ctx
+            .local_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .or_else(|| match e.map(|e| e.etype()) {
                 Some(ErrorType::HTTPStatus(c)) => Some(*c),
                 _ => None,
@@ -445,6 +546,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
+        let trace_id = ctx.trace.trace_id.hex();
         if let Some(log) = &self.shared.access_log {
             log.log(&access_log::Entry {
                 time: access_log::rfc3339_now(),
@@ -465,8 +567,27 @@ impl ProxyHttp for Gateway {
                 bytes_sent: session.body_bytes_sent(),
                 bytes_received: session.body_bytes_read(),
                 auth: ctx.identity.auth_label,
+                trace_id: trace_id.as_str(),
             });
         }
+        let outcome = Outcome {
+            method,
+            path: &ctx.request.path,
+            route: route.map(|r| r.name.as_str()),
+            status,
+            auth: ctx.identity.auth_label,
+            started: ctx.timings.start,
+            upstream: upstream
+                .zip(peer)
+                .zip(ctx.timings.upstream_start)
+                .map(|((u, p), t)| UpstreamOutcome {
+                    upstream: &u.name,
+                    peer: &p.addr,
+                    started: t,
+                    status: ctx.upstream.status,
+                }),
+        };
+        self.shared.spans.submit(&ctx.trace, &outcome);
     }
 }
 

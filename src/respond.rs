@@ -7,7 +7,11 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::v2::server::HttpSession as H2Session;
+use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::Session;
+
+use crate::grpc;
 
 /// A local answer: status, JSON error code and description, and extra headers.
 pub struct LocalResponse {
@@ -125,16 +129,42 @@ pub async fn write_local(
     resp: LocalResponse,
     common: &CommonHeaders<'_>,
 ) -> pingora::Result<()> {
+    let grpc = grpc::is_grpc(session.req_header());
+    let resp = if grpc {
+        grpc::trailers_only(resp)
+    } else {
+        resp
+    };
     let mut head = ResponseHeader::build(resp.status, Some(resp.headers.len() + 4))?;
     for (name, value) in resp.headers {
         head.insert_header(name, value)?;
     }
-    head.insert_header(header::CONTENT_LENGTH, resp.body.len().to_string())?;
+    if !grpc {
+        head.insert_header(header::CONTENT_LENGTH, resp.body.len().to_string())?;
+    }
     common.apply(&mut head)?;
     if resp.close || !session.is_body_empty() {
         session.set_keepalive(None);
     }
     let has_body = !resp.body.is_empty() && session.req_header().method != http::Method::HEAD;
+    if let HttpSession::H2(h2) = session.as_downstream_mut() {
+        if grpc {
+            // Trailers-only: the status must arrive in a HEADERS frame that ends the stream.
+            // The proxy session would end it with an empty DATA frame instead, which gRPC
+            // clients report as a protocol error rather than the status. The request is read
+            // first: a stream that ends on this frame alone, with request data still unread,
+            // was seen to leave the frame unsent until the client gave up.
+            read_rest_of_request(h2).await;
+            h2.write_response_header(Box::new(head), true)?;
+        } else {
+            h2.write_response_header(Box::new(head), !has_body)?;
+            if has_body {
+                h2.write_body(resp.body, true).await?;
+            }
+            read_rest_of_request(h2).await;
+        }
+        return Ok(());
+    }
     session
         .write_response_header(Box::new(head), !has_body)
         .await?;
@@ -142,4 +172,25 @@ pub async fn write_local(
         session.write_response_body(Some(resp.body), true).await?;
     }
     Ok(())
+}
+
+/// How much of an HTTP/2 request body is still read after a local answer, and for how long.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Takes what an HTTP/2 client is still sending of a request the gateway answers itself,
+/// within bounds. A stream closed under a request body still in flight is reset,
+/// and clients differ in how they take that: some report the reset instead of the answer they
+/// already have. Past the bounds the reset is what the client gets (RFC 9113 §8.1 allows it).
+async fn read_rest_of_request(h2: &mut H2Session) {
+    let mut left = DRAIN_BYTES;
+    let read = async {
+        while let Ok(Some(chunk)) = h2.read_body_bytes().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }

@@ -1,12 +1,13 @@
 //! Route table (conf/README.md §3.3, "Routing order").
 //!
-//! Selection works like virtual hosts (nginx `server_name`, Envoy `virtual_hosts`): the request
-//! host alone picks one host class (exact host, else the longest matching `*.` wildcard, else the
-//! routes without a host), and only that class's routes are considered. Within the class the
-//! longest segment-aware `path_prefix` wins, and only then do visibility and methods decide.
-//! Choosing the prefix before looking at methods or visibility is what makes a hidden route and a
-//! wrong method answer the same way for every method, so neither can be probed by falling through
-//! to a shorter prefix.
+//! A route is a candidate when both its host and its segment-aware `path_prefix` match. The
+//! candidates are ranked by host class first (exact host, then the longest matching `*.`
+//! wildcard, then the routes without a host) and by prefix length second; the first one decides,
+//! and only then do visibility and methods. So a host-specific route never hides a host-less route
+//! it does not match (`{host: api.example.com, path_prefix: /hosted}` leaves `/public` with
+//! `{path_prefix: /public}`), while choosing the prefix before looking at methods or visibility is
+//! what makes a hidden route and a wrong method answer the same way for every method, so neither
+//! can be probed by falling through to a shorter prefix.
 //!
 //! Everything that depends only on the config (host classes, prefix order, `Allow` values) is
 //! computed once in [`RouteTable::new`]; [`RouteTable::lookup`] runs on every request and does
@@ -163,14 +164,12 @@ impl RouteTable {
         method: &str,
         internal_listener: bool,
     ) -> RouteMatch<'_> {
-        let Some(class) = self.host_class(host) else {
-            return RouteMatch::NotFound;
-        };
-        let Some(group) = class
-            .groups
-            .iter()
-            .find(|group| prefix_matches(&group.prefix, path))
-        else {
+        let Some(group) = self.host_classes(host).find_map(|class| {
+            class
+                .groups
+                .iter()
+                .find(|g| prefix_matches(&g.prefix, path))
+        }) else {
             return RouteMatch::NotFound;
         };
         if !internal_listener && !group.has_public {
@@ -192,17 +191,22 @@ impl RouteTable {
         }
     }
 
-    /// The most specific host class that has any route for `host`; no fallback past it.
-    fn host_class(&self, host: &str) -> Option<&HostClass> {
-        if let Some(class) = self.exact.get(host) {
-            return Some(class);
-        }
-        self.wildcards
+    /// Every host class whose host matches `host`, most specific first.
+    fn host_classes<'t, 'h>(
+        &'t self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'t HostClass> + use<'t, 'h> {
+        let wildcards = self
+            .wildcards
             .iter()
             // `*.example.com` needs at least one label before the suffix: not `example.com`.
-            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, class)| class)
-            .or(self.any_host.as_ref())
+            .filter(move |(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, class)| class);
+        self.exact
+            .get(host)
+            .into_iter()
+            .chain(wildcards)
+            .chain(self.any_host.as_ref())
     }
 }
 
@@ -389,21 +393,42 @@ mod tests {
     }
 
     #[test]
-    fn the_host_class_is_chosen_before_the_path() {
+    fn the_most_specific_host_among_candidates_wins_then_the_prefix() {
         let table = RouteTable::new(&[
             public(None, "/", None),
             public(Some("*.example.com"), "/wild", None),
             public(Some("api.example.com"), "/users", None),
+            public(None, "/users/admin", None),
         ]);
         check(
             &table,
             "
             GET api.example.com/users/1 -> #2
-            // no fallback to the wildcard or any-host routes once the exact host is chosen
-            GET api.example.com/wild -> 404
-            GET api.example.com/other -> 404
-            GET www.example.com/other -> 404
+            // the exact host outranks a longer prefix of a host-less route
+            GET api.example.com/users/admin -> #2
+            // a host-specific route never hides a less specific route it does not match
+            GET api.example.com/wild -> #1
+            GET api.example.com/other -> #0
+            GET www.example.com/other -> #0
+            GET www.example.com/users/admin -> #3
             GET other.org/users/1 -> #0
+            ",
+        );
+    }
+
+    #[test]
+    fn a_host_route_does_not_hide_a_hostless_prefix() {
+        let table = RouteTable::new(&[
+            public(Some("api.example.com"), "/hosted", None),
+            public(None, "/public", None),
+        ]);
+        check(
+            &table,
+            "
+            GET api.example.com/public/x -> #1
+            GET api.example.com/hosted -> #0
+            GET api.example.com/nothing -> 404
+            GET other.org/hosted -> 404
             ",
         );
     }

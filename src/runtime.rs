@@ -130,6 +130,8 @@ pub struct Route {
     pub auth: RouteAuth,
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub metrics: RouteMetrics,
+    /// `websocket`: upgrades allowed.
+    pub websocket: bool,
 }
 
 pub struct Redirect {
@@ -167,6 +169,8 @@ pub struct Snapshot {
     pub issuer: Option<Arc<Issuer>>,
     /// SHA-256 of the admin token; `None` disables `/admin/*` (403).
     pub admin_token_digest: Option<Vec<u8>>,
+    /// Span export and sampling; trace context is propagated regardless.
+    pub tracing: config::TracingConf,
 }
 
 impl Snapshot {
@@ -201,6 +205,7 @@ impl Snapshot {
             });
             routes.push(Route {
                 metrics: RouteMetrics::new(&r.name),
+                websocket: r.websocket,
                 name: r.name.clone(),
                 prefix: r.matcher.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,
@@ -312,6 +317,7 @@ impl Snapshot {
             provider_runtimes,
             issuer,
             admin_token_digest: admin_token(loaded).map(|t| Sha256::digest(t.as_bytes()).to_vec()),
+            tracing: c.tracing.clone(),
         })
     }
 }

@@ -33,6 +33,7 @@ use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
 use crate::shutdown::DrainThenExit;
 use crate::state::Shared;
+use crate::telemetry::{self, SpanQueue};
 use crate::upstream::{HealthLoop, Upstream};
 
 /// Runs the health probes of whatever upstreams the current snapshot holds.
@@ -170,6 +171,23 @@ fn drop_stale_cache_entries(shared: Arc<Shared>) -> impl FnMut(&ProviderRuntime)
     }
 }
 
+/// Sends recorded spans to the OTLP endpoint of the config in force (conf/README.md §9). Runs
+/// whether or not tracing is enabled, so a reload can turn it on; idle, it waits on its queue.
+struct TraceExport {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for TraceExport {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(rx) = self.shared.spans.take_receiver() else {
+            return;
+        };
+        let settings = || self.shared.snapshot.load().tracing.clone();
+        telemetry::exporter::run(rx, settings, shutdown).await;
+    }
+}
+
 /// Why the gateway could not start; each names the config section at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -205,6 +223,7 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         keep,
         revocations,
         access_log,
+        spans: SpanQueue::default(),
         config_path: config_path.to_path_buf(),
         pinned: PinnedSections::of(&loaded.config)?,
         reload_lock: parking_lot::Mutex::new(()),
@@ -228,6 +247,12 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
     server.add_service(background_service(
         "housekeeping",
         Housekeeping {
+            shared: Arc::clone(&shared),
+        },
+    ));
+    server.add_service(background_service(
+        "trace export",
+        TraceExport {
             shared: Arc::clone(&shared),
         },
     ));

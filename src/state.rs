@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use crate::access_log::AccessLog;
 use crate::revocation::service::Revocations;
 use crate::runtime::{Persistent, Snapshot};
+use crate::telemetry::SpanQueue;
 
 /// Replaced piecewise: a reload swaps `snapshot`; everything else lives as long as the process.
 pub struct Shared {
@@ -16,6 +17,8 @@ pub struct Shared {
     pub keep: Persistent,
     pub revocations: Revocations,
     pub access_log: Option<AccessLog>,
+    /// Finished requests waiting for the trace exporter.
+    pub spans: SpanQueue,
     /// What `reload` re-reads.
     pub config_path: PathBuf,
     /// Sections a reload may not change, as first loaded.

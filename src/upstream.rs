@@ -21,7 +21,7 @@ use prometheus::IntGauge;
 
 /// Parsed with the config; re-exported because the proxy reads it from the upstream.
 pub use crate::config::HashKey;
-use crate::config::{Balance, HealthCheckConf, HealthCheckKind, UpstreamConf};
+use crate::config::{Balance, HealthCheckConf, HealthCheckKind, UpstreamConf, UpstreamProtocol};
 use crate::metric_handles::PeerMetrics;
 use crate::metrics;
 
@@ -163,6 +163,9 @@ pub struct Upstream {
     pub balance: Balance,
     pub hash_key: HashKey,
     pub retries: u32,
+    pub protocol: UpstreamProtocol,
+    /// `timeouts.idle`: also how long an upgraded (WebSocket) connection may stay silent.
+    pub idle_timeout: Duration,
     health_conf: HealthCheckConf,
     probe: Option<Arc<dyn HealthCheck + Send + Sync>>,
 }
@@ -231,6 +234,7 @@ impl Upstream {
             o.idle_timeout = Some(conf.timeouts.idle.get());
             o.verify_cert = conf.tls.verify;
             o.verify_hostname = conf.tls.verify;
+            speak(conf.protocol, o);
             peers.push(Peer {
                 metrics: PeerMetrics::new(name, &p.addr),
                 addr: p.addr.clone(),
@@ -253,6 +257,8 @@ impl Upstream {
             balance: conf.balance,
             hash_key: conf.hash_key.clone(),
             retries: conf.retries,
+            protocol: conf.protocol,
+            idle_timeout: conf.timeouts.idle.get(),
             probe: build_probe(conf),
             health_conf: conf.health_check.clone(),
         })
@@ -334,6 +340,22 @@ fn first_usable<I: BackendIter>(
     None
 }
 
+/// Concurrent streams per HTTP/2 connection to a peer. Pingora's default of 1 would open a
+/// connection per in-flight request, which defeats HTTP/2 (and long gRPC streams would pin them).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// `protocol` as Pingora's peer options: ALPN `h2` only over TLS; with a minimum version of 2 on a
+/// cleartext peer Pingora speaks h2c with prior knowledge.
+fn speak(protocol: UpstreamProtocol, o: &mut pingora::upstreams::peer::PeerOptions) {
+    match protocol {
+        UpstreamProtocol::Http1 => {}
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+            o.alpn = pingora::protocols::ALPN::H2;
+            o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
+    }
+}
+
 fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>> {
     let hc = &conf.health_check;
     let timeout = hc.timeout.get();
@@ -370,6 +392,7 @@ fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>
             o.write_timeout = Some(timeout);
             o.verify_cert = conf.tls.verify;
             o.verify_hostname = conf.tls.verify;
+            speak(conf.protocol, o);
             let mut req =
                 pingora::http::RequestHeader::build("GET", hc.path.as_bytes(), None).ok()?;
             req.insert_header(http::header::HOST, host.as_str()).ok()?;

@@ -220,6 +220,8 @@ def render(meta, order, summary):
         f"{m['warmup']} s warm-up per contender; {m['layout']}",
         *([f"- Both Portcullis instances hold {m['revocations']:,} unrelated revocations"]
           if m.get("revocations") else []),
+        *([f"- portcullis and portcullis-nocache export spans at sample_ratio {m['tracing_ratio']}"
+           " (portcullis-baseline does not)"] if m.get("tracing_ratio") else []),
         "",
         "| scenario | req/s | spread | p99 ms | × HAProxy | × bare Pingora | own CPU µs/req "
         "| CPU × HAProxy | CPU × bare Pingora | CPU × own noauth | non-2xx | other load % |",

@@ -23,6 +23,10 @@
 # REVOCATIONS (0: preload this many unrelated revocations into both gateways' default
 # revocation file, to measure the revocation check with a large list),
 # BASELINE_BIN (unset: no baseline contender),
+# TRACING_RATIO (unset: tracing off; a ratio such as 0.01 turns span export on in the portcullis
+# and portcullis-nocache contenders at that sample_ratio, exporting to nginx, which answers every
+# POST with 200; the baseline contender keeps tracing off, so BASELINE_BIN=<the same binary>
+# measures the cost of tracing in the same rounds),
 # PORTCULLIS_BIN and BARE_PINGORA_BIN (default: the release build of this checkout, built if
 # missing), BENCH_OUT (bench-out/: keys, tokens, configs, logs, results.md, results.json).
 #
@@ -51,6 +55,7 @@ CONNS="${CONNS:-32}"
 if [[ "$CHECK_ONLY" == 1 ]]; then N_TOKENS="${N_TOKENS:-4}"; else N_TOKENS="${N_TOKENS:-1000}"; fi
 LAYOUT="${LAYOUT:-wrk-alone}"
 REVOCATIONS="${REVOCATIONS:-0}"
+TRACING_RATIO="${TRACING_RATIO:-}"
 PORT_BASE="${BENCH_PORT_BASE:-18080}"
 ISSUER="https://issuer.bench.local/"
 AUDIENCE="bench-api"
@@ -346,10 +351,13 @@ EOF
   # plain-HTTP listener that proxies instead of redirecting, no access log, the upstream,
   # the provider and the routes). Each instance gets a directory of its own, since relative
   # paths (such as the default revocation file) resolve against the config's directory.
-  local name cache port
+  local name cache port tracing
   for name in "${PC_NAMES[@]}"; do
     mkdir -p "$c/$name"
-    cache="" port=$PC_PORT
+    cache="" port=$PC_PORT tracing=""
+    if [[ -n "$TRACING_RATIO" && "$name" != portcullis-baseline ]]; then
+      tracing="tracing: { enabled: true, sample_ratio: $TRACING_RATIO, otlp_endpoint: \"http://127.0.0.1:$UP_PORT/v1/traces\" }"
+    fi
     [[ "$name" != portcullis-nocache ]] || cache="token_cache: { max_entries: 0 }" port=$PCNC_PORT
     [[ "$name" != portcullis-baseline ]] || port=$BASE_PORT
     # The default revocation store is data/revocations.jsonl next to the config: start each
@@ -371,6 +379,7 @@ listeners:
 https_redirect: { enabled: false }
 access_log: { enabled: false }
 $cache
+$tracing
 upstreams:
   nginx:
     peers: [{ addr: "127.0.0.1:$UP_PORT" }]
@@ -533,8 +542,8 @@ main() {
   local commit
   commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
   [[ -z "$(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]] || commit+="+changes"
-  printf '{"commit":"%s","portcullis_bin":"%s","rounds":%d,"duration":%d,"warmup":%d,"conns":%d,"wrk_threads":1,"n_tokens":%d,"revocations":%d,"layout":"%s"}\n' \
-    "$commit" "$PORTCULLIS_BIN" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$N_TOKENS" "$REVOCATIONS" \
+  printf '{"commit":"%s","portcullis_bin":"%s","rounds":%d,"duration":%d,"warmup":%d,"conns":%d,"wrk_threads":1,"n_tokens":%d,"revocations":%d,"tracing_ratio":"%s","layout":"%s"}\n' \
+    "$commit" "$PORTCULLIS_BIN" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$N_TOKENS" "$REVOCATIONS" "$TRACING_RATIO" \
     "$([[ -n "$SERVER_CPUS" ]] && echo "wrk on cpu $WRK_CPUS, upstream and contenders on cpu $SERVER_CPUS" || echo "no CPU pinning")" \
     >"$OUT/run/meta.json"
   "$PY" "$here/bench.py" report --runs "$OUT/runs.jsonl" --out "$OUT" --meta "$OUT/run/meta.json"

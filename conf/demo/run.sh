@@ -5,6 +5,9 @@
 # Everything generated goes to demo-run/ (git-ignored; conf/demo/prepare.sh). Ctrl-C stops all of it.
 #
 # PORTCULLIS_BIN overrides the binary (default target/release/portcullis).
+# DEMO_PROMETHEUS=1 also starts a local Prometheus (the Debian package's `prometheus`) on
+# 127.0.0.1:${DEMO_PROMETHEUS_PORT:-9190} that scrapes the gateway's metrics listener every 5 s
+# with conf/prometheus/alerts.yaml loaded; its data goes to demo-run/prometheus/.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,6 +18,12 @@ config=conf/portcullis.yaml
 run=demo-run
 python="${PYTHON:-python3}"
 ports=(7001 7002 8080 8443 8081 9901 9100)
+demo_prometheus="${DEMO_PROMETHEUS:-0}"
+prometheus_port="${DEMO_PROMETHEUS_PORT:-9190}"
+if [[ "$demo_prometheus" == 1 ]]; then
+  command -v prometheus >/dev/null || die "DEMO_PROMETHEUS=1 needs prometheus (Debian package prometheus; make deps installs it)"
+  ports+=("$prometheus_port")
+fi
 
 die() { echo "demo: $*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -60,6 +69,27 @@ for p in 7001 7002; do
     sleep 0.2
   done
 done
+
+if [[ "$demo_prometheus" == 1 ]]; then
+  mkdir -p "$run/prometheus"
+  cat >"$run/prometheus/prometheus.yml" <<EOF
+# Written by conf/demo/run.sh (DEMO_PROMETHEUS=1).
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - $root/conf/prometheus/alerts.yaml
+scrape_configs:
+  - job_name: portcullis
+    static_configs:
+      - targets: ["127.0.0.1:9100"]
+EOF
+  promtool check config "$run/prometheus/prometheus.yml" >/dev/null
+  prometheus --config.file="$run/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$run/prometheus/data" \
+    --web.listen-address="127.0.0.1:$prometheus_port" >"$run/prometheus/prometheus.log" 2>&1 &
+  pids+=($!)
+fi
 
 ca="$run/tls/ca.crt"
 gw=https://localhost:8443
@@ -123,6 +153,9 @@ terminal, in order (from $root):
 
   # the k6 suite against this running stack (README.md, "Load tests")
   make loadtest
+
+  # with DEMO_PROMETHEUS=1: Prometheus at http://127.0.0.1:$prometheus_port (alerts under /alerts);
+  # point a Grafana at it and import conf/grafana/portcullis.json
 
 Ctrl-C stops the gateway and the peers. Access log lines follow on stdout.
 

@@ -4,7 +4,9 @@
 //! request, cache hits included.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::cache::TokenCache;
 use crate::auth::claims::ValidationPolicy;
@@ -140,6 +142,20 @@ impl Authenticator {
         allowed: Option<&[String]>,
         now: i64,
     ) -> Result<Arc<VerifiedToken>, TokenError> {
+        self.authenticate_observed(token, allowed, now, &mut None)
+            .await
+    }
+
+    /// [`Self::authenticate`], also telling when a verification ran: `verification` is set to
+    /// its start and end on a cache miss (the request's trace shows it as a span). Two clock
+    /// reads, and only on a miss, which costs a signature check anyway.
+    pub async fn authenticate_observed(
+        &self,
+        token: &str,
+        allowed: Option<&[String]>,
+        now: i64,
+        verification: &mut Option<Range<Instant>>,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         if self.cache.enabled() {
             if let Some(hit) = self.cache.get(token, now) {
                 if self.key_still_trusted(&hit) {
@@ -149,6 +165,18 @@ impl Authenticator {
             }
             metrics::TOKEN_CACHE_MISS.inc();
         }
+        let start = Instant::now();
+        let verified = self.verify_uncached(token, allowed, now).await;
+        *verification = Some(start..Instant::now());
+        verified
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        allowed: Option<&[String]>,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         let decoded = verifier::decode(token, self.max_token_bytes)?;
         let provider = self
             .by_issuer

@@ -2,7 +2,9 @@
 //! revocation, authorize) and its HTTP shape (conf/README.md §3.4–§3.6 and the error table): which
 //! status, which `WWW-Authenticate` challenge, which metric label.
 
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 
@@ -77,13 +79,15 @@ pub fn authorization_values(headers: &http::HeaderMap) -> ([&[u8]; 2], usize) {
 /// anonymous on an optional route. `query_token`: the query carries an `access_token`
 /// parameter. Tokens travel in the Authorization header only (RFC 6750 §2.3 is off): a query
 /// token would be logged and forwarded by everything downstream, and header plus query is
-/// "more than one method" (§3.1).
+/// "more than one method" (§3.1). `verification`: set when a signature was verified (a
+/// token-cache miss), for the request's trace.
 pub async fn authenticate(
     auth: Option<&Authenticator>,
     route: &RouteAuth,
     authorization: &[&[u8]],
     query_token: bool,
     now: i64,
+    verification: &mut Option<Range<Instant>>,
 ) -> Result<Identity, Denial> {
     if route.mode == AuthMode::None {
         return Ok(Identity::Skipped);
@@ -128,7 +132,7 @@ pub async fn authenticate(
             label: "malformed",
         });
     };
-    auth.authenticate(token, route.providers.as_deref(), now)
+    auth.authenticate_observed(token, route.providers.as_deref(), now, verification)
         .await
         .map(Identity::Token)
         .map_err(invalid_token)

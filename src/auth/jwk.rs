@@ -2,8 +2,10 @@
 //!
 //! A naive `find(kid)` + build-key-from-JWK + take-alg-from-header is how most JWT bypasses
 //! happen (conf/HARDENING.md §0.5, §0.12, K8-K12, A3, A7, A11). So the key decides the algorithm:
-//! a JWK's `alg` (or, without one, its type/curve) becomes the one algorithm it will ever verify,
-//! and everything that could make a key ambiguous or weak is refused here, per key, so that one
+//! a JWK's `alg` becomes the one algorithm it will ever verify; without one, its type/curve does
+//! (EC and OKP keys imply exactly one), and an RSA key without `alg` (Microsoft Entra ID and
+//! `oidc-provider` publish these) serves every RSA algorithm the provider lists and no other.
+//! Everything that could make a key ambiguous or weak is refused here, per key, so that one
 //! bad entry does not take the issuer's other keys down with it.
 //!
 //! Nothing in this module may panic on a JWKS body: every field is type-checked, every length is
@@ -23,30 +25,52 @@ use super::jws::{b64url_decode, parse_object_strict, valid_kid};
 /// Source of [`VerifyingKey::uid`]. Starts at 1 so 0 can never name a key.
 static NEXT_KEY_UID: AtomicU64 = AtomicU64::new(1);
 
-/// One public key, parsed once, usable with exactly one algorithm.
+/// One public key, parsed once per algorithm it serves.
 pub struct VerifyingKey {
     pub kid: String,
-    pub alg: Alg,
     /// Unique per parsed key in this process. The token cache records it so that entries
     /// verified by a key that has since left the JWKS can be dropped (`TokenCache::retain_keys`).
     pub uid: u64,
-    key: ParsedPublicKey,
+    /// Never empty. One entry except for an RSA key without `alg` (at most the six RSA
+    /// algorithms); the crypto library binds a parsed key to one algorithm.
+    parsed: Vec<(Alg, ParsedPublicKey)>,
     /// Exact signature length for this key: 64/96 for ECDSA (raw r||s, never DER: A5), 64 for
     /// Ed25519, the modulus length for RSA. Checked before the crypto call.
     sig_len: usize,
 }
 
 impl VerifyingKey {
-    /// Whether `signature` is a valid signature of `signing_input` under this key and its pinned
-    /// algorithm.
-    pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        signature.len() == self.sig_len && self.key.verify_sig(signing_input, signature).is_ok()
+    /// Whether this key verifies tokens signed with `alg`.
+    pub fn serves(&self, alg: Alg) -> bool {
+        self.parsed.iter().any(|(a, _)| *a == alg)
     }
 
-    /// Same kid, algorithm and public key: a JWKS refresh that still carries this key may keep
+    /// The algorithms this key serves, in the order they were derived.
+    pub fn algorithms(&self) -> impl Iterator<Item = Alg> + '_ {
+        self.parsed.iter().map(|(alg, _)| *alg)
+    }
+
+    /// Whether `signature` is a valid `alg` signature of `signing_input` under this key; false
+    /// for an algorithm the key does not serve.
+    pub fn verify(&self, alg: Alg, signing_input: &[u8], signature: &[u8]) -> bool {
+        signature.len() == self.sig_len
+            && self
+                .parsed
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .is_some_and(|(_, key)| key.verify_sig(signing_input, signature).is_ok())
+    }
+
+    /// Same kid, algorithms and public key: a JWKS refresh that still carries this key may keep
     /// the old `Arc` (and uid), so the token cache stays warm across refreshes.
     pub fn same_key(&self, other: &VerifyingKey) -> bool {
-        self.kid == other.kid && self.alg == other.alg && self.key.as_ref() == other.key.as_ref()
+        self.kid == other.kid
+            && self.parsed.len() == other.parsed.len()
+            && self
+                .parsed
+                .iter()
+                .zip(&other.parsed)
+                .all(|((a, k), (b, l))| a == b && k.as_ref() == l.as_ref())
     }
 }
 
@@ -54,7 +78,7 @@ impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyingKey")
             .field("kid", &self.kid)
-            .field("alg", &self.alg)
+            .field("algorithms", &self.algorithms().collect::<Vec<_>>())
             .field("uid", &self.uid)
             .finish_non_exhaustive()
     }
@@ -64,6 +88,10 @@ impl fmt::Debug for VerifyingKey {
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
+    /// Kids of well-formed entries left out only because the provider allows none of their
+    /// algorithms. A token naming one is refused as "algorithm not allowed for key", not as an
+    /// unknown kid, so it never triggers a refetch that could not help.
+    without_allowed_alg: HashSet<String>,
 }
 
 impl KeySet {
@@ -74,6 +102,11 @@ impl KeySet {
     /// Exact-match lookup (K4: a kid is a map key, never a path, query or command).
     pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.keys.get(kid)
+    }
+
+    /// Whether the JWKS lists `kid` with only algorithms the provider does not allow.
+    pub fn lists_without_allowed_alg(&self, kid: &str) -> bool {
+        self.without_allowed_alg.contains(kid)
     }
 
     /// Sorted, for `/admin/status` and stable logs.
@@ -158,8 +191,6 @@ pub enum JwkError {
     AlgDoesNotFit(Alg),
     #[error("no RSA algorithm is allowed")]
     NoRsaAlgAllowed,
-    #[error("RSA key without `alg` is ambiguous: several RSA algorithms are allowed")]
-    AmbiguousRsaAlg,
     #[error("alg {0} is not allowed for this provider")]
     AlgNotAllowed(Alg),
     #[error("RSA modulus is {0} bits, it must be 2048 to 8192")]
@@ -226,6 +257,7 @@ pub fn parse_jwks_reusing(
     }
 
     let mut keys = HashMap::new();
+    let mut without_allowed_alg = HashSet::new();
     let mut rejected = Vec::new();
     for entry in entries {
         let kid = match entry.get("kid") {
@@ -249,11 +281,21 @@ pub fn parse_jwks_reusing(
                 };
                 keys.insert(key.kid.clone(), key);
             }
-            Err(reason) => rejected.push(reject(reason)),
+            Err(reason) => {
+                if let (JwkError::AlgNotAllowed(_) | JwkError::NoRsaAlgAllowed, Some(kid)) =
+                    (&reason, kid)
+                {
+                    without_allowed_alg.insert(kid.to_owned());
+                }
+                rejected.push(reject(reason));
+            }
         }
     }
     Ok(ParsedJwks {
-        keys: KeySet { keys },
+        keys: KeySet {
+            keys,
+            without_allowed_alg,
+        },
         rejected,
     })
 }
@@ -351,34 +393,34 @@ fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, JwkError> {
     };
 
     // A7/A11: the key, not the token header, decides the algorithm.
-    let alg = match str_member(jwk, "alg")? {
+    let algs: Vec<Alg> = match str_member(jwk, "alg")? {
         Some(name) => {
             let alg = Alg::parse(name).ok_or_else(|| JwkError::UnsupportedAlg(name.to_owned()))?;
             if !key_type.fits(alg) {
                 return Err(JwkError::AlgDoesNotFit(alg));
             }
-            alg
+            if !allowed.contains(&alg) {
+                return Err(JwkError::AlgNotAllowed(alg));
+            }
+            vec![alg]
         }
         None => match key_type.implied_alg() {
-            Some(alg) => alg,
+            Some(alg) if allowed.contains(&alg) => vec![alg],
+            Some(alg) => return Err(JwkError::AlgNotAllowed(alg)),
             None => {
-                let mut rsa_allowed = allowed.iter().copied().filter(|a| a.is_rsa());
-                match (rsa_allowed.next(), rsa_allowed.next()) {
-                    (Some(alg), None) => alg,
-                    (None, _) => return Err(JwkError::NoRsaAlgAllowed),
-                    (Some(_), Some(_)) => return Err(JwkError::AmbiguousRsaAlg),
+                let rsa: Vec<Alg> = allowed.iter().copied().filter(|a| a.is_rsa()).collect();
+                if rsa.is_empty() {
+                    return Err(JwkError::NoRsaAlgAllowed);
                 }
+                rsa
             }
         },
     };
-    if !allowed.contains(&alg) {
-        return Err(JwkError::AlgNotAllowed(alg));
-    }
 
-    let (key, sig_len) = match key_type {
-        KeyType::Rsa => rsa_key(jwk, alg)?,
-        KeyType::P256 => ec_key(jwk, 32, &sig::ECDSA_P256_SHA256_FIXED)?,
-        KeyType::P384 => ec_key(jwk, 48, &sig::ECDSA_P384_SHA384_FIXED)?,
+    let (parsed, sig_len) = match key_type {
+        KeyType::Rsa => rsa_keys(jwk, &algs)?,
+        KeyType::P256 => ec_key(jwk, 32, Alg::ES256, &sig::ECDSA_P256_SHA256_FIXED)?,
+        KeyType::P384 => ec_key(jwk, 48, Alg::ES384, &sig::ECDSA_P384_SHA384_FIXED)?,
         KeyType::Ed25519 => {
             let x = required_b64(jwk, "x")?;
             if x.len() != 32 {
@@ -386,14 +428,13 @@ fn parse_jwk(entry: &Value, allowed: &[Alg]) -> Result<VerifyingKey, JwkError> {
             }
             let key = ParsedPublicKey::new(&sig::ED25519, &x)
                 .map_err(|_| JwkError::Invalid("Ed25519"))?;
-            (key, 64)
+            (vec![(Alg::EdDSA, key)], 64)
         }
     };
     Ok(VerifyingKey {
         kid: kid.to_owned(),
-        alg,
         uid: NEXT_KEY_UID.fetch_add(1, Ordering::Relaxed),
-        key,
+        parsed,
         sig_len,
     })
 }
@@ -414,7 +455,10 @@ fn strip_leading_zeros(be: &[u8]) -> &[u8] {
 /// K9: modulus 2048..=8192 bits (RFC 7518 §3.3), exponent odd, at least 3, and at most 33 bits
 /// (the largest the crypto library will verify with; a key it would refuse on every request is
 /// refused here instead).
-fn rsa_key(jwk: &Map<String, Value>, alg: Alg) -> Result<(ParsedPublicKey, usize), JwkError> {
+fn rsa_keys(
+    jwk: &Map<String, Value>,
+    algs: &[Alg],
+) -> Result<(Vec<(Alg, ParsedPublicKey)>, usize), JwkError> {
     let n_raw = required_b64(jwk, "n")?;
     let e_raw = required_b64(jwk, "e")?;
     let n = strip_leading_zeros(&n_raw);
@@ -427,20 +471,25 @@ fn rsa_key(jwk: &Map<String, Value>, alg: Alg) -> Result<(ParsedPublicKey, usize
     if !e_odd || bit_len(e) > 33 || (e.len() == 1 && e[0] < 3) {
         return Err(JwkError::RsaExponent);
     }
-    // `fits` already tied an RSA key to an RSA algorithm; this only keeps the lookup total.
-    let params = alg.rsa_params().ok_or(JwkError::AlgDoesNotFit(alg))?;
-    let key = RsaPublicKeyComponents { n, e }
-        .to_parsed_public_key(params)
-        .map_err(|_| JwkError::Invalid("RSA"))?;
-    Ok((key, n.len()))
+    let mut parsed = Vec::with_capacity(algs.len());
+    for &alg in algs {
+        // `fits` already tied an RSA key to RSA algorithms; this only keeps the lookup total.
+        let params = alg.rsa_params().ok_or(JwkError::AlgDoesNotFit(alg))?;
+        let key = RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(params)
+            .map_err(|_| JwkError::Invalid("RSA"))?;
+        parsed.push((alg, key));
+    }
+    Ok((parsed, n.len()))
 }
 
 /// Uncompressed SEC1 point from fixed-length `x`/`y` (K10); the library checks it is on the curve.
 fn ec_key(
     jwk: &Map<String, Value>,
     coord_len: usize,
-    alg: &'static sig::EcdsaVerificationAlgorithm,
-) -> Result<(ParsedPublicKey, usize), JwkError> {
+    alg: Alg,
+    verification: &'static sig::EcdsaVerificationAlgorithm,
+) -> Result<(Vec<(Alg, ParsedPublicKey)>, usize), JwkError> {
     let x = required_b64(jwk, "x")?;
     let y = required_b64(jwk, "y")?;
     if x.len() != coord_len || y.len() != coord_len {
@@ -450,8 +499,8 @@ fn ec_key(
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    let key = ParsedPublicKey::new(alg, &point).map_err(|_| JwkError::Invalid("EC"))?;
-    Ok((key, 2 * coord_len))
+    let key = ParsedPublicKey::new(verification, &point).map_err(|_| JwkError::Invalid("EC"))?;
+    Ok((vec![(alg, key)], 2 * coord_len))
 }
 
 #[cfg(test)]
@@ -486,28 +535,43 @@ mod tests {
         ];
         for (signer, alg) in cases {
             let key = accepted(signer.jwk("k"), &all);
-            assert_eq!(key.alg, alg);
+            assert_eq!(key.algorithms().collect::<Vec<_>>(), [alg]);
             let s = signer.sign(alg, b"msg");
-            assert!(key.verify(b"msg", &s));
-            assert!(!key.verify(b"msh", &s));
+            assert!(key.verify(alg, b"msg", &s));
+            assert!(!key.verify(alg, b"msh", &s));
         }
         for alg in rsa_algs() {
             let signer = Signer::rsa();
             let key = accepted(with(signer.jwk("r"), "alg", json!(alg.as_str())), &all);
-            assert_eq!(key.alg, alg);
-            assert!(key.verify(b"msg", &signer.sign(alg, b"msg")));
+            assert_eq!(key.algorithms().collect::<Vec<_>>(), [alg]);
+            assert!(key.verify(alg, b"msg", &signer.sign(alg, b"msg")));
+            // A key with `alg` serves that one algorithm, whatever else the provider allows.
+            for other in rsa_algs().filter(|o| *o != alg) {
+                assert!(!key.serves(other));
+                assert!(!key.verify(other, b"msg", &signer.sign(other, b"msg")));
+            }
         }
     }
 
     #[test]
     fn alg_derivation() {
-        // RSA without alg: only when exactly one RSA alg is allowed.
-        let rsa = Signer::rsa().jwk("r");
+        // RSA without alg: every RSA algorithm the provider allows, and only those.
+        let signer = Signer::rsa();
+        let rsa = signer.jwk("r");
+        let key = accepted(rsa.clone(), &[Alg::ES256, Alg::PS256]);
+        assert_eq!(key.algorithms().collect::<Vec<_>>(), [Alg::PS256]);
+        let key = accepted(rsa.clone(), &[Alg::RS256, Alg::ES256, Alg::PS256]);
         assert_eq!(
-            accepted(rsa.clone(), &[Alg::ES256, Alg::PS256]).alg,
-            Alg::PS256
+            key.algorithms().collect::<Vec<_>>(),
+            [Alg::RS256, Alg::PS256]
         );
-        assert!(refused(rsa.clone(), &[Alg::RS256, Alg::PS256]).contains("ambiguous"));
+        for alg in [Alg::RS256, Alg::PS256] {
+            assert!(key.verify(alg, b"msg", &signer.sign(alg, b"msg")));
+        }
+        // Not the signature of another algorithm, nor an algorithm the provider left out.
+        assert!(!key.verify(Alg::PS256, b"msg", &signer.sign(Alg::RS256, b"msg")));
+        assert!(!key.verify(Alg::RS512, b"msg", &signer.sign(Alg::RS512, b"msg")));
+        assert!(!key.serves(Alg::ES256));
         assert!(refused(rsa.clone(), &[Alg::ES256]).contains("no RSA"));
         // Derived EC/OKP algs must still be allowed.
         assert!(refused(Signer::es256().jwk("e"), &[Alg::RS256]).contains("not allowed"));
@@ -523,8 +587,10 @@ mod tests {
         assert!(refused(with(rsa(), "use", json!("enc")), &all).contains("use"));
         assert!(refused(with(rsa(), "use", json!(1)), &all).contains("use"));
         assert_eq!(
-            accepted(with(rsa(), "use", json!("sig")), &all).alg,
-            Alg::RS256
+            accepted(with(rsa(), "use", json!("sig")), &all)
+                .algorithms()
+                .collect::<Vec<_>>(),
+            [Alg::RS256]
         );
         assert!(refused(with(rsa(), "key_ops", json!(["encrypt"])), &all).contains("key_ops"));
         assert!(refused(with(rsa(), "key_ops", json!([])), &all).contains("key_ops"));
@@ -763,10 +829,10 @@ mod tests {
         let signer = Signer::es256();
         let key = accepted(signer.jwk("e"), &Alg::ALL);
         let mut s = signer.sign(Alg::ES256, b"m");
-        assert!(key.verify(b"m", &s));
+        assert!(key.verify(Alg::ES256, b"m", &s));
         s.push(0);
-        assert!(!key.verify(b"m", &s));
-        assert!(!key.verify(b"m", &[]));
+        assert!(!key.verify(Alg::ES256, b"m", &s));
+        assert!(!key.verify(Alg::ES256, b"m", &[]));
         let shown = format!("{key:?}");
         assert!(shown.contains("kid") && shown.contains("ES256"));
         // Public, but still not something to dump into logs: the key bytes stay out.

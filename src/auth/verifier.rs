@@ -142,16 +142,22 @@ fn check<'k>(
     keys: &'k KeySet,
     now: i64,
 ) -> Result<(&'k VerifyingKey, ValidClaims), TokenError> {
-    let key = keys
-        .get(&decoded.kid)
-        .ok_or(TokenError::new(Rejection::UnknownKid, "unknown key id"))?;
-    if decoded.alg != key.alg || !policy.algorithms.contains(&key.alg) {
-        return Err(TokenError::new(
-            Rejection::BadSignature,
-            "algorithm not allowed for key",
-        ));
+    let alg_refused = || TokenError::new(Rejection::BadSignature, "algorithm not allowed for key");
+    let Some(key) = keys.get(&decoded.kid) else {
+        return Err(if keys.lists_without_allowed_alg(&decoded.kid) {
+            alg_refused()
+        } else {
+            TokenError::new(Rejection::UnknownKid, "unknown key id")
+        });
+    };
+    if !key.serves(decoded.alg) || !policy.algorithms.contains(&decoded.alg) {
+        return Err(alg_refused());
     }
-    if !key.verify(decoded.signing_input.as_bytes(), &decoded.signature) {
+    if !key.verify(
+        decoded.alg,
+        decoded.signing_input.as_bytes(),
+        &decoded.signature,
+    ) {
         return Err(TokenError::new(Rejection::BadSignature, "bad signature"));
     }
     let valid = claims::validate(&decoded.claims, decoded.typ.as_deref(), policy, now)?;
@@ -643,6 +649,28 @@ mod tests {
     }
 
     // ---------------------------------------------------------------- 1.2 key injection / selection
+
+    /// conf/README.md §3.4: Microsoft Entra ID and `oidc-provider` publish RSA keys without `alg`.
+    #[test]
+    fn rsa_key_without_alg_serves_the_listed_rsa_algorithms() {
+        let signer = Signer::rsa();
+        let jwks_doc = jwks(&[signer.jwk("k1")]);
+        let sign = |alg: Alg| mint(&hdr(alg, "k1"), &claims(), &signer, alg);
+        let run = |algs: &[Alg], alg: Alg| {
+            let keys = parse_jwks(&jwks_doc, algs).unwrap().keys;
+            verify(&decode(&sign(alg), MAX).unwrap(), &policy(algs), &keys, NOW)
+        };
+        let both = [Alg::RS256, Alg::PS256];
+        assert!(run(&both, Alg::RS256).is_ok());
+        assert!(run(&both, Alg::PS256).is_ok());
+        // An algorithm the key does not serve is named as such, never as an unknown kid (which
+        // would make the gateway refetch the JWKS for nothing).
+        let refused = TokenError::new(Rejection::BadSignature, "algorithm not allowed for key");
+        assert_eq!(err(run(&[Alg::RS256], Alg::PS256)), refused);
+        assert_eq!(err(run(&[Alg::RS256, Alg::ES256], Alg::RS512)), refused);
+        // Also when the provider allows none of the key's algorithms at all.
+        assert_eq!(err(run(&[Alg::ES256], Alg::RS256)), refused);
+    }
 
     #[test]
     fn k1_embedded_jwk_header_is_never_used() {

@@ -67,6 +67,8 @@ pub struct Config {
     pub issuer: Option<IssuerConf>,
     #[serde(default)]
     pub access_log: AccessLogConf,
+    #[serde(default)]
+    pub tracing: TracingConf,
 }
 
 fn default_identity_headers() -> BTreeMap<String, HeaderName> {
@@ -333,6 +335,20 @@ pub struct UpstreamConf {
     pub health_check: HealthCheckConf,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// How the gateway speaks to an upstream's peers (conf/README.md §8). gRPC needs HTTP/2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated with ALPN; needs `tls.enabled`.
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
 }
 
 fn default_retries() -> u32 {
@@ -450,6 +466,13 @@ pub struct RouteConf {
     pub allow_cidrs: Vec<IpNet>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConf>,
+    /// WebSocket upgrades allowed on this route (conf/README.md §8).
+    #[serde(default = "default_true")]
+    pub websocket: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -560,6 +583,30 @@ impl Default for AccessLogConf {
         AccessLogConf {
             enabled: true,
             path: None,
+        }
+    }
+}
+
+/// `tracing:` (conf/README.md §9): span export over OTLP/HTTP. Trace context (`traceparent`) is
+/// propagated whether or not this is enabled. A reload may change every key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConf {
+    pub enabled: bool,
+    /// An OTLP/HTTP traces endpoint (protobuf), the full URL including `/v1/traces`.
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    /// The share of new traces that are sampled; an incoming sampled flag is always kept.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConf {
+    fn default() -> Self {
+        TracingConf {
+            enabled: false,
+            otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "portcullis".into(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -751,6 +798,10 @@ mod tests {
             Some("PORTCULLIS_ADMIN_TOKEN")
         );
         assert_eq!(c.providers, []);
+        assert!(!c.tracing.enabled);
+        assert_eq!(c.tracing.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(c.tracing.service_name, "portcullis");
+        assert_eq!(c.tracing.sample_ratio, 1.0);
         let u = parse(b"listeners: {http: {addr: '127.0.0.1:1'}}\nupstreams: {u: {peers: [{addr: '127.0.0.1:2'}]}}\nproviders: [{name: p, issuer: 'https://id', jwks: {discovery: true}}]\nroutes: [{name: r, match: {}, upstream: u, rate_limit: {rps: 1}}]\n").unwrap();
         assert_eq!(u.upstreams["u"].hash_key, HashKey::ClientIp);
         assert_eq!(

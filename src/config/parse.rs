@@ -17,7 +17,7 @@ use serde_yaml::Value;
 use super::values::{Cidr, Header};
 use super::{
     validate, AccessLogConf, AdminConf, Config, Hsts, HttpsRedirect, IssuerConf, Limits, Listeners,
-    ProviderConf, RevocationConf, RouteConf, TokenCacheConf, UpstreamConf,
+    ProviderConf, RevocationConf, RouteConf, TokenCacheConf, TracingConf, UpstreamConf,
 };
 
 /// Drops per parse before giving up; a file with more problems than this is not being fixed by
@@ -214,6 +214,7 @@ fn structural_errors(text: &[u8]) -> Vec<String> {
             "admin" => check::<AdminConf>(key, v, &mut errs),
             "issuer" => check::<Option<IssuerConf>>(key, v, &mut errs),
             "access_log" => check::<AccessLogConf>(key, v, &mut errs),
+            "tracing" => check::<TracingConf>(key, v, &mut errs),
             "routes" | "providers" => match v {
                 Value::Sequence(items) => {
                     for (i, item) in items.iter().enumerate() {

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use super::{
     is_claim_path, resolve_path, AuthMode, Config, Dur, HealthCheckKind, HttpsRedirect, IssuerConf,
-    Limits, Listeners, ProviderConf, RevocationStoreKind, RouteConf, UpstreamConf,
+    Limits, Listeners, ProviderConf, RevocationStoreKind, RouteConf, TracingConf, UpstreamConf,
+    UpstreamProtocol,
 };
 
 /// Re-exported for the request filter, which still imports it from here.
@@ -96,6 +97,7 @@ pub fn validate(c: &Config, base: &Path) -> Vec<String> {
     if let Some(iss) = issuer {
         issuer_section(&mut errs, iss);
     }
+    tracing_section(&mut errs, &c.tracing);
     errs.list
 }
 
@@ -311,6 +313,17 @@ fn upstream(errs: &mut Errors<'_>, at: &str, u: &UpstreamConf) {
             errs.add(format_args!("{at}.peers[{i}].weight"), "must be 1-1000");
         }
     }
+    match (u.protocol, u.tls.enabled) {
+        (UpstreamProtocol::H2, false) => errs.add(
+            format_args!("{at}.protocol"),
+            "h2 needs tls.enabled: true (HTTP/2 is negotiated with TLS ALPN); use h2c for cleartext HTTP/2",
+        ),
+        (UpstreamProtocol::H2c, true) => errs.add(
+            format_args!("{at}.protocol"),
+            "h2c is cleartext HTTP/2; with tls.enabled use h2",
+        ),
+        _ => {}
+    }
     if let Some(sni) = &u.tls.sni {
         if http::HeaderValue::from_str(sni).is_err() || sni.is_empty() {
             errs.add(
@@ -505,6 +518,28 @@ fn issuer_section(errs: &mut Errors<'_>, iss: &IssuerConf) {
     }
 }
 
+/// Checked whether or not tracing is enabled, so turning it on later cannot surface an old typo.
+fn tracing_section(errs: &mut Errors<'_>, t: &TracingConf) {
+    let endpoint_ok = t.otlp_endpoint.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if !endpoint_ok {
+        errs.add(
+            "tracing.otlp_endpoint",
+            format_args!("{:?} is not an http:// or https:// URL", t.otlp_endpoint),
+        );
+    }
+    if t.service_name.is_empty() {
+        errs.add("tracing.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errs.add(
+            "tracing.sample_ratio",
+            format_args!("{} is outside [0, 1]", t.sample_ratio),
+        );
+    }
+}
+
 /// Why one value was refused; the message follows the value's key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidValue {
@@ -603,6 +638,23 @@ mod tests {
                 "routes[2].auth: mode required needs a token provider",
             ],
         );
+    }
+
+    #[test]
+    fn http2_protocols_must_match_the_upstream_tls_setting() {
+        let errs = errors(
+            "listeners: {http: {addr: '127.0.0.1:8080'}}\nupstreams:\n  a: {peers: [{addr: '127.0.0.1:7001'}], protocol: h2}\n  b: {peers: [{addr: '127.0.0.1:7002'}], protocol: h2c, tls: {enabled: true}}\n  c: {peers: [{addr: '127.0.0.1:7003'}], protocol: h3}\n",
+        );
+        assert_mentions(
+            &errs,
+            &[
+                "upstreams.a.protocol: h2 needs tls.enabled",
+                "upstreams.b.protocol: h2c is cleartext",
+                "upstreams.c.protocol",
+            ],
+        );
+        let ok = "listeners: {http: {addr: '127.0.0.1:8080'}}\nupstreams:\n  a: {peers: [{addr: '127.0.0.1:7001'}], protocol: h2, tls: {enabled: true}}\n  b: {peers: [{addr: '127.0.0.1:7002'}], protocol: h2c}\n";
+        assert!(parse_and_validate(ok.as_bytes(), Path::new("/nonexistent")).is_ok());
     }
 
     #[test]
