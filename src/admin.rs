@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::claims::DEFAULT_LEEWAY_SECS;
 use crate::auth::verifier;
 use crate::clock::unix_now;
+use crate::metric_handles;
 use crate::reload;
 use crate::request_body::{read_capped, BodyError};
 use crate::state::Shared;
@@ -363,16 +364,57 @@ impl AdminApp {
                 let peers: Vec<Value> = u
                     .peers
                     .iter()
-                    .map(|p| json!({"peer": p.addr, "healthy": p.health.is_healthy()}))
+                    .map(|p| {
+                        let last_check = p
+                            .health
+                            .last_check()
+                            .map(|c| json!({"at": c.at, "result": c.result}));
+                        json!({
+                            "peer": p.addr,
+                            "healthy": p.health.is_healthy(),
+                            "last_check": last_check,
+                        })
+                    })
                     .collect();
                 (name.clone(), Value::Array(peers))
             })
             .collect();
         let (jti, subject) = self.shared.revocations.list().counts();
+        let counts = metric_handles::answers_by_route();
+        let routes: Vec<Value> = snap
+            .routes
+            .iter()
+            .map(|r| {
+                let c = counts.get(r.name.as_str()).copied().unwrap_or_default();
+                json!({
+                    "name": r.name,
+                    "host": r.host,
+                    "path_prefix": r.prefix,
+                    "upstream": r.upstream.name,
+                    "auth": r.auth.mode.as_str(),
+                    "visibility": if r.internal { "internal" } else { "public" },
+                    "requests": c.requests,
+                    "responses_4xx": c.client_errors,
+                    "responses_5xx": c.server_errors,
+                })
+            })
+            .collect();
+        let last_reload = self.shared.last_reload.lock().clone().map(|r| {
+            json!({
+                "at": r.at,
+                "result": if r.ok { "ok" } else { "error" },
+                "config_hash": r.config_hash,
+                "errors": r.errors,
+            })
+        });
         json_response(
             StatusCode::OK,
             json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": self.shared.started_at,
+                "last_reload": last_reload,
                 "config_hash": snap.config_hash,
+                "routes": routes,
                 "providers": providers,
                 "upstreams": upstreams,
                 "revocations": {"jti": jti, "subject": subject},

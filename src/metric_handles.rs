@@ -4,6 +4,7 @@
 //! Label sets are bounded (route or peer, method, and the statuses a gateway commonly answers),
 //! so each cell is resolved once on first use; anything outside falls back to a label lookup.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use http::StatusCode;
@@ -150,6 +151,46 @@ impl PeerMetrics {
     }
 }
 
+/// Answers of one route since start, from `portcullis_requests_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    pub requests: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+}
+
+/// [`Answers`] per route name. Read from the request counter itself, which lives in the global
+/// registry keyed by route name: counts survive reloads for a route of the same name, and
+/// counting them cost the request path nothing extra.
+#[must_use]
+pub fn answers_by_route() -> HashMap<String, Answers> {
+    let mut by_route: HashMap<String, Answers> = HashMap::new();
+    for family in prometheus::core::Collector::collect(&*metrics::REQUESTS) {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            let (Some(route), Some(status)) = (label("route"), label("status")) else {
+                continue;
+            };
+            // Counters are whole numbers kept as f64.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let n = m.get_counter().get_value() as u64;
+            let a = by_route.entry(route).or_default();
+            a.requests += n;
+            match status.as_bytes().first() {
+                Some(b'4') => a.client_errors += n,
+                Some(b'5') => a.server_errors += n,
+                _ => {}
+            }
+        }
+    }
+    by_route
+}
+
 /// The metrics of requests that matched no route (`route=""`).
 pub fn unrouted() -> &'static RouteMetrics {
     static UNROUTED: OnceLock<RouteMetrics> = OnceLock::new();
@@ -159,6 +200,28 @@ pub fn unrouted() -> &'static RouteMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_counted_by_route_name_across_rebuilds() {
+        let first = RouteMetrics::new("answers-test");
+        first.count("GET", 200);
+        first.count("GET", 404);
+        first.count("BREW", 503);
+        drop(first);
+        // A reload builds the route's handles again under the same name.
+        let again = RouteMetrics::new("answers-test");
+        again.count("POST", 429);
+        again.count("GET", 101);
+        let a = answers_by_route()["answers-test"];
+        assert_eq!(
+            a,
+            Answers {
+                requests: 5,
+                client_errors: 2,
+                server_errors: 1
+            }
+        );
+    }
 
     #[test]
     fn cached_and_uncached_cells_count_the_same_series() {

@@ -11,10 +11,28 @@ use crate::metrics;
 use crate::runtime::Snapshot;
 use crate::state::Shared;
 
+/// What `/admin/status` reports about the last reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    /// Unix seconds.
+    pub at: i64,
+    pub ok: bool,
+    /// The config in force afterwards: the new one, or the old one kept after a refusal.
+    pub config_hash: String,
+    /// Why it was refused (the lines `-t` prints); empty when it succeeded.
+    pub errors: Vec<String>,
+}
+
 /// Returns the new config hash, or every error (the running config stays in force).
 pub fn reload(shared: &Shared) -> Result<String, Vec<String>> {
     let _one_at_a_time = shared.reload_lock.lock();
     let result = try_reload(shared);
+    *shared.last_reload.lock() = Some(LastReload {
+        at: crate::clock::unix_now(),
+        ok: result.is_ok(),
+        config_hash: shared.snapshot.load().config_hash.clone(),
+        errors: result.as_ref().err().cloned().unwrap_or_default(),
+    });
     match &result {
         Ok(hash) => {
             metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();

@@ -106,6 +106,9 @@ impl Persistent {
 
 pub struct Route {
     pub name: String,
+    /// `match.host`, for `/admin/status` (the route table does the matching).
+    pub host: Option<String>,
+    pub internal: bool,
     pub prefix: String,
     pub strip_prefix: bool,
     pub upstream: Arc<Upstream>,
@@ -189,6 +192,8 @@ impl Snapshot {
             routes.push(Route {
                 metrics: RouteMetrics::new(&r.name),
                 websocket: r.websocket,
+                host: r.matcher.host.clone(),
+                internal: r.visibility == Visibility::Internal,
                 name: r.name.clone(),
                 prefix: r.matcher.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,

@@ -227,6 +227,8 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         config_path: config_path.to_path_buf(),
         pinned: PinnedSections::of(&loaded.config)?,
         reload_lock: parking_lot::Mutex::new(()),
+        started_at: crate::clock::unix_now(),
+        last_reload: parking_lot::Mutex::new(None),
     });
 
     let server_conf = std::mem::take(&mut loaded.config.server);

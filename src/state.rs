@@ -24,4 +24,8 @@ pub struct Shared {
     /// Sections a reload may not change, as first loaded.
     pub pinned: crate::config::PinnedSections,
     pub reload_lock: parking_lot::Mutex<()>,
+    /// Unix seconds at start-up, for `/admin/status`.
+    pub started_at: i64,
+    /// The outcome of the last reload; `None` before the first.
+    pub last_reload: parking_lot::Mutex<Option<crate::reload::LastReload>>,
 }

@@ -37,6 +37,22 @@ pub struct PeerHealth {
     next_due_ms: AtomicU64,
     probing: AtomicBool,
     gauge: IntGauge,
+    /// The last probe: when (Unix seconds) and what it found, for `/admin/status`.
+    last_check: Mutex<Option<LastCheck>>,
+}
+
+/// One probe's outcome as an operator reads it: `200`, `503`, `connected`, `connection
+/// refused`, `timeout`, ...
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastCheck {
+    pub at: i64,
+    pub result: String,
+}
+
+tokio::task_local! {
+    /// The status an HTTP probe saw, set by its validator. Pingora's check reports only
+    /// pass/fail; the status is what tells an operator why.
+    static PROBE_STATUS: std::cell::Cell<Option<u16>>;
 }
 
 static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
@@ -58,11 +74,17 @@ impl PeerHealth {
             next_due_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             gauge,
+            last_check: Mutex::new(None),
         })
     }
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `None` before the first probe, and always without a health check.
+    pub fn last_check(&self) -> Option<LastCheck> {
+        self.last_check.lock().clone()
     }
 
     /// Applies one probe result with the configured thresholds; returns the new state if it flipped.
@@ -305,10 +327,19 @@ impl Upstream {
             tokio::spawn(async move {
                 let Some(peer) = up.peers.get(i) else { return };
                 let conf = &up.health_conf;
-                let ok = matches!(
-                    tokio::time::timeout(conf.timeout.get(), probe.check(&peer.backend)).await,
-                    Ok(Ok(()))
-                );
+                let (outcome, status) = PROBE_STATUS
+                    .scope(std::cell::Cell::new(None), async {
+                        let outcome =
+                            tokio::time::timeout(conf.timeout.get(), probe.check(&peer.backend))
+                                .await;
+                        (outcome, PROBE_STATUS.with(std::cell::Cell::get))
+                    })
+                    .await;
+                let ok = matches!(outcome, Ok(Ok(())));
+                *peer.health.last_check.lock() = Some(LastCheck {
+                    at: crate::clock::unix_now(),
+                    result: describe_probe(&outcome, status),
+                });
                 if let Some(now_healthy) = peer.health.record(ok, conf) {
                     if now_healthy {
                         log::info!("upstream {} peer {} is healthy", up.name, peer.addr);
@@ -402,6 +433,7 @@ fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>
             let expect = hc.expect_status.clone();
             probe.validator = Some(Box::new(move |resp| {
                 let status = resp.status.as_u16();
+                let _ = PROBE_STATUS.try_with(|s| s.set(Some(status)));
                 if expect.contains(&status) {
                     Ok(())
                 } else {
@@ -413,6 +445,32 @@ fn build_probe(conf: &UpstreamConf) -> Option<Arc<dyn HealthCheck + Send + Sync>
             }));
             Some(Arc::new(probe))
         }
+    }
+}
+
+/// What an operator reads for one probe: the HTTP status when there was an answer, else what
+/// went wrong, in a few words.
+fn describe_probe(
+    outcome: &Result<pingora::Result<()>, tokio::time::error::Elapsed>,
+    status: Option<u16>,
+) -> String {
+    use pingora::ErrorType as E;
+    if let Some(status) = status {
+        return status.to_string();
+    }
+    match outcome {
+        Ok(Ok(())) => "connected".into(),
+        Err(_) => "timeout".into(),
+        Ok(Err(e)) => match e.etype() {
+            E::ConnectRefused => "connection refused".into(),
+            E::ConnectTimedout | E::ReadTimedout | E::WriteTimedout => "timeout".into(),
+            E::ConnectNoRoute => "no route to host".into(),
+            E::TLSHandshakeFailure | E::TLSHandshakeTimedout | E::InvalidCert => {
+                "TLS handshake failed".into()
+            }
+            E::ConnectionClosed => "connection closed".into(),
+            other => other.as_str().to_owned(),
+        },
     }
 }
 
@@ -544,5 +602,99 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(u.select(b"10.1.2.3", &Tried::default()), Some(a));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod last_check_tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn upstream(kind: &str, peers: &[String]) -> Arc<Upstream> {
+        let peers: Vec<String> = peers.iter().map(|a| format!("{{addr: '{a}'}}")).collect();
+        let yaml = format!(
+            "listeners: {{http: {{addr: '127.0.0.1:1'}}}}\nupstreams:\n  u: {{peers: [{}], health_check: {{kind: {kind}, timeout: 1s}}}}\n",
+            peers.join(", ")
+        );
+        let c = parse(yaml.as_bytes()).unwrap();
+        Arc::new(Upstream::build("u", &c.upstreams["u"], &HealthRegistry::default()).unwrap())
+    }
+
+    /// A peer that answers every request with `status`, and a port nobody listens on.
+    async fn peers(status: u16) -> (String, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = sock.read(&mut buf).await;
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        (up, down)
+    }
+
+    async fn probed(u: &Arc<Upstream>) -> Vec<LastCheck> {
+        u.spawn_due_probes();
+        for _ in 0..100 {
+            let checks: Vec<_> = u
+                .peers
+                .iter()
+                .filter_map(|p| p.health.last_check())
+                .collect();
+            if checks.len() == u.peers.len() {
+                return checks;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the probes did not report");
+    }
+
+    #[tokio::test]
+    async fn http_checks_report_the_status_or_what_failed() {
+        let (up, down) = peers(503).await;
+        let u = upstream("http", &[up, down]);
+        assert!(u.peers.iter().all(|p| p.health.last_check().is_none()));
+        let checks = probed(&u).await;
+        assert_eq!(checks[0].result, "503");
+        assert_eq!(checks[1].result, "connection refused");
+        assert!(checks[0].at >= crate::clock::unix_now() - 5);
+        assert!(!u.peers[0].health.is_healthy());
+    }
+
+    #[tokio::test]
+    async fn tcp_checks_report_a_connection() {
+        let (up, down) = peers(200).await;
+        let u = upstream("tcp", &[up, down]);
+        let checks = probed(&u).await;
+        assert_eq!(checks[0].result, "connected");
+        assert_eq!(checks[1].result, "connection refused");
+    }
+
+    #[tokio::test]
+    async fn a_passing_http_check_reports_its_status() {
+        let (up, _) = peers(200).await;
+        let u = upstream("http", &[up]);
+        assert_eq!(probed(&u).await[0].result, "200");
+        assert!(u.peers[0].health.is_healthy());
+    }
+
+    #[test]
+    fn without_a_health_check_there_is_no_last_check() {
+        let u = upstream("none", &["127.0.0.1:1".to_owned()]);
+        u.spawn_due_probes();
+        assert!(u.peers[0].health.last_check().is_none());
     }
 }

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import requests
 
 from support.admin_api import (ADMIN_TOKEN, Admin, file_provider, metric_value, wait_ready,
                                write_jwks)
-from support.harness import RawConn, assert_json_error, base_config, route, upstream_cfg
+from support.harness import (RawConn, assert_json_error, base_config, route, upstream_cfg,
+                             wait_for)
 from support.jwt import SigningKey, make_token, std_claims
 
 CORP = "https://id.test"
@@ -263,7 +265,9 @@ def test_status_document(env):
     assert p["name"] == "corp" and p["issuer"] == CORP, p
     assert p["keys"] == ["es1"], p
     assert p["last_refresh"] is not None and p["last_error"] is None, p
-    assert st["upstreams"] == {"echo": [{"peer": env.up.addr, "healthy": True}]}, st["upstreams"]
+    peers = st["upstreams"]["echo"]
+    assert [(p["peer"], p["healthy"]) for p in peers] == [(env.up.addr, True)], st["upstreams"]
+    assert peers[0]["last_check"] is None, peers  # no health check configured
     listed = env.admin.revocations()
     assert st["revocations"] == {"jti": len(listed["jti"]), "subject": len(listed["subjects"])}, st
     env.admin.revoke_ok({"iss": CORP, "sub": "status-counted"})
@@ -273,3 +277,65 @@ def test_status_document(env):
     r = env.admin.reload()
     assert r.status_code == 200, r.text
     assert r.json() == {"config_hash": st["config_hash"]}, r.text
+
+
+def test_status_additions_for_the_status_page(procs):
+    """conf/README.md §10: version, start time, the last reload, route counts kept across reloads
+    for a route of the same name, and each peer's last health check."""
+    key = SigningKey("ES256", "es1")
+    up = procs.upstream("additions")
+    dead = procs.upstream("additions-dead")
+    dead.stop()
+    cfg = config(procs, up, key, "add", admin={"token_env": "PORTCULLIS_ADMIN_TOKEN"})
+    checked = {"kind": "http", "interval": "250ms"}
+    cfg["upstreams"]["echo"] = upstream_cfg(up, health=checked)
+    cfg["upstreams"]["gone"] = upstream_cfg(dead.addr, health=checked)
+    cfg["upstreams"]["unchecked"] = upstream_cfg(dead.addr, health={"kind": "none"})
+    cfg["routes"].append(route("open", "/open", "echo", auth={"mode": "none"}))
+    gw = procs.gateway(cfg, env={"PORTCULLIS_ADMIN_TOKEN": ADMIN_TOKEN})
+    wait_ready(gw)
+    admin = Admin(gw)
+    before = admin.status()
+    assert before["version"] and isinstance(before["version"], str), before
+    assert abs(before["started_at"] - time.time()) < 60, before
+    assert before["last_reload"] is None, before
+
+    for path, n in (("/open/a", 3), ("/api/x", 2), ("/nowhere", 1)):
+        for _ in range(n):
+            gw.get(path)
+    routes = {r["name"]: r for r in admin.status()["routes"]}
+    assert routes["open"] == {"name": "open", "host": None, "path_prefix": "/open",
+                              "upstream": "echo", "auth": "none", "visibility": "public",
+                              "requests": 3, "responses_4xx": 0, "responses_5xx": 0}, routes
+    assert (routes["api"]["requests"], routes["api"]["responses_4xx"]) == (2, 2), routes
+    assert routes["api"]["auth"] == "required", routes
+
+    # A reload that changes the route keeps its counts under the same name.
+    gw.config["routes"][-1]["match"]["path_prefix"] = "/opened"
+    gw.write_config()
+    assert admin.reload().status_code == 200
+    gw.get("/opened/b")
+    st = admin.status()
+    routes = {r["name"]: r for r in st["routes"]}
+    assert routes["open"]["path_prefix"] == "/opened" and routes["open"]["requests"] == 4, routes
+    assert st["last_reload"]["result"] == "ok" and st["last_reload"]["errors"] == [], st
+    assert st["last_reload"]["config_hash"] == st["config_hash"], st
+    assert abs(st["last_reload"]["at"] - time.time()) < 60, st
+
+    # A refused reload is reported with its lines, and the old config stays.
+    gw.config["routes"][-1]["upstream"] = "missing"
+    gw.write_config()
+    assert admin.reload().status_code == 422
+    st2 = admin.status()
+    assert st2["last_reload"]["result"] == "error", st2
+    assert any("upstream" in e for e in st2["last_reload"]["errors"]), st2
+    assert st2["last_reload"]["config_hash"] == st["config_hash"], st2
+
+    def checks():
+        ups = admin.status()["upstreams"]
+        return {name: peers[0]["last_check"] for name, peers in ups.items()}
+    wait_for(lambda: all(checks()[n] for n in ("echo", "gone")), 10, what="a first health check")
+    c = checks()
+    assert c["echo"]["result"] == "200", c
+    assert c["gone"]["result"] == "connection refused", c
+    assert c["unchecked"] is None, c

@@ -495,6 +495,18 @@ pub enum AuthMode {
     None,
 }
 
+impl AuthMode {
+    /// As written in the config.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
+            AuthMode::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteAuthConf {
