@@ -588,3 +588,28 @@ def test_dark_mode_follows_the_system(page, env):
     assert _luminance(page.js(fg)) > 0.7
     section = page.js("return getComputedStyle(document.querySelector('#routes')).backgroundColor")
     assert _luminance(section) < 0.2
+
+
+def test_a_provider_fetch_error_is_shown_and_a_markup_jwks_body_runs_nothing(driver, procs):
+    """A key server answering markup instead of a key set: the provider's row shows the last
+    error exactly as the status gives it, no keys and no refresh, and nothing of the body runs."""
+    from support.jwks_server import JwksServer
+
+    hostile = b'<img src=x onerror="window.__pwned=3"><script>window.__pwned=4</script>'
+    with JwksServer() as idp:
+        idp.body_override = hostile
+        up = procs.upstream("hostile-echo")
+        gw = procs.gateway(base_config({"echo": upstream_cfg(up)}, [route("r", "/", "echo")],
+                                       providers=[idp.provider("hostile-idp", "https://hostile.test")],
+                                       admin={"token_env": "PORTCULLIS_ADMIN_TOKEN"}),
+                           env={"PORTCULLIS_ADMIN_TOKEN": ADMIN_TOKEN})
+        admin = Admin(gw)
+        wait_for(lambda: admin.status()["providers"][0]["last_error"], 10, what="a provider error")
+        err = admin.status()["providers"][0]["last_error"]
+        page = Page(driver, gw).logged_in()
+        row = page.row("#providers", {"Name": "hostile-idp"})
+        assert row["Last error"] == err and row["Key ids"] == "none" and row["Last refresh"] == "never", row
+        time.sleep(2.5)
+        assert page.js("return document.querySelectorAll('img, #providers script').length") == 0
+        assert page.js("return typeof window.__pwned") == "undefined"
+        assert page.js("return window.__cspViolations") == []

@@ -473,7 +473,7 @@
       return false;
     } catch (e) {
       if (e instanceof Refused) refused();
-      else say("error", "gateway unreachable: nothing was changed");
+      else say("error", "gateway unreachable: no answer to " + method + " " + path);
       return false;
     } finally {
       if (button) button.disabled = false;

@@ -10,7 +10,6 @@ background networking, no component updates: the only requests it makes are the 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
@@ -46,8 +45,10 @@ def available() -> str | None:
     for p in (CHROMIUM, CHROMEDRIVER):
         if not (os.path.exists(p) and os.access(p, os.X_OK)):
             return f"{p} not found (Debian packages chromium and chromium-driver)"
-    if shutil.which("chromium") is None and not os.path.exists(CHROMIUM):
-        return "chromium not found"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed (tests/requirements.txt)"
     return None
 
 
