@@ -12,6 +12,9 @@
 #                   bare Pingora on loopback; installs haproxy/nginx/wrk (apt) when missing.
 #                   QUICK=1 make bench: 2 rounds x 1 s; results in bench-out/results.md
 #   make bench-check  the benchmark's correctness pass only (every contender, no timing)
+#   make soak       load-tests/soak.js: SOAK_DURATION (10m) of mixed traffic with reloads every 30 s
+#   make fuzz       the property tests of the parsers (src/properties.rs) with FUZZ_CASES cases each
+#                   (default 100000: several minutes); `make test` runs them with 256
 #   make deps | build | clean
 
 SHELL := /bin/bash
@@ -57,10 +60,10 @@ K6_AUTH_DURATION ?= 5s
 export BENCH_OUT ?= $(CURDIR)/bench-out
 
 .PHONY: help deps deps-system deps-python build demo test fmt-check clippy unit integration \
-        smoke k6-auth shellcheck alert-rules loadtest bench bench-build bench-check clean
+        smoke k6-auth shellcheck alert-rules loadtest bench bench-build bench-check clean fuzz soak
 
 help:
-	@sed -n '1,15s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,18s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps: deps-system deps-python
 
@@ -109,6 +112,11 @@ clippy: deps-system
 unit: deps-system
 	$(CARGO) test
 
+# Property tests of the request-target, bearer/JWS, JWKS and config parsers, long.
+FUZZ_CASES ?= 100000
+fuzz: deps-system
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib properties
+
 # The shipped Prometheus alert rules: valid, and their unit tests pass.
 alert-rules: deps-system
 	promtool check rules conf/prometheus/alerts.yaml
@@ -125,6 +133,12 @@ smoke: deps-python build
 # answer checked) and of admin-API revocation under load, on one demo stack of their own.
 k6-auth: deps-python build
 	DURATION=$(K6_AUTH_DURATION) load-tests/run.sh load-tests/auth-mix.js load-tests/revocation.js
+
+# Mixed traffic (valid, forged, revoked, more distinct tokens than the cache holds) with a
+# reload every 30 s, on a stack of its own; prints the gateway's RSS and fds before and after.
+SOAK_DURATION ?= 10m
+soak: deps-python build
+	DURATION=$(SOAK_DURATION) TOKEN_CACHE_ENTRIES=10000 SOAK_TOKENS=20000 load-tests/run.sh load-tests/soak.js
 
 loadtest: deps-python build
 	load-tests/run.sh --use-running $(foreach s,$(LOADTEST_SCRIPTS),load-tests/$(s).js)

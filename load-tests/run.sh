@@ -19,6 +19,11 @@
 # load-tests/rotate-jwks.sh, which rotates the IdP key set underneath it. Other knobs
 # (DURATION, RATE, ...) pass through from the caller's environment to every script.
 #
+# soak.js (`make soak`) also gets TOKENS_FILE: SOAK_TOKENS (default 20,000) distinct tokens
+# minted with the demo IdP's key by load-tests/mint-tokens.py. With TOKEN_CACHE_ENTRIES set, a
+# stack of its own runs with that token_cache.max_entries, so the tokens outnumber the cache;
+# its gateway's RSS and open file descriptors are printed before and after each script.
+#
 # PORTCULLIS_BIN overrides the binary (default target/release/portcullis; build it first).
 set -euo pipefail
 
@@ -107,6 +112,11 @@ else
   # The config's ../demo-run/ paths resolve next to the copy; pid file and upgrade socket move too.
   sed "s|/tmp/portcullis-demo|$tmp/portcullis|g" conf/portcullis.yaml >"$tmp/conf/portcullis.yaml"
   config="$tmp/conf/portcullis.yaml"
+  if [[ -n "${TOKEN_CACHE_ENTRIES:-}" ]]; then
+    sed -i "s/^token_cache: { max_entries: [0-9]*/token_cache: { max_entries: $TOKEN_CACHE_ENTRIES/" "$config"
+    grep -q "^token_cache: { max_entries: $TOKEN_CACHE_ENTRIES," "$config" ||
+      die "could not set token_cache.max_entries in $config"
+  fi
   PORTCULLIS_BIN="$bin" conf/demo/prepare.sh "$run" >"$logs/prepare.log" 2>&1 || { show_logs; die "prepare failed"; }
   "$bin" -t -c "$config" >/dev/null
   admin_token="$(cat "$run/admin.token")"
@@ -147,11 +157,27 @@ EXPIRED_TOKEN="$("$bin" token --key "$run/idp/idp-1.pem" --iss https://idp.demo.
   --sub alice --scope users:read --claim iat=$((now - 3600)) --claim exp=$((now - 1800)))"
 export EXPIRED_TOKEN
 
+# RSS (MiB) and open descriptors of the stack's own gateway, for the soak's report.
+resources() {
+  [[ -n "${gw:-}" && -r "/proc/$gw/status" ]] || { echo "n/a (not this script's stack)"; return; }
+  local kb fds
+  kb="$(awk '/^VmRSS:/ {print $2}' "/proc/$gw/status")"
+  fds="$(find "/proc/$gw/fd" -mindepth 1 -maxdepth 1 | wc -l)"
+  echo "RSS $((kb / 1024)) MiB, $fds open fds"
+}
+
 status=0
 failed=()
 for script in "${scripts[@]}"; do
   echo
   echo "run: ==== $script"
+  if [[ "$(basename "$script")" == soak.js && -z "${TOKENS_FILE:-}" ]]; then
+    TOKENS_FILE="$run/soak-tokens.txt"
+    "$python" load-tests/mint-tokens.py --key "$run/idp/idp-1.pem" --iss https://idp.demo.local \
+      --aud api --scope users:read --count "${SOAK_TOKENS:-20000}" --ttl 7200 --out "$TOKENS_FILE"
+    export TOKENS_FILE
+  fi
+  echo "run: gateway before: $(resources)"
   case "$(basename "$script")" in
     rotation.js)
       if ! CA_CERT="$SSL_CERT_FILE" PORTCULLIS_BIN="$bin" load-tests/rotate-jwks.sh "$run"; then
@@ -166,6 +192,7 @@ for script in "${scripts[@]}"; do
       fi
       ;;
   esac
+  echo "run: gateway after: $(resources)"
 done
 echo
 if [[ $status != 0 ]]; then

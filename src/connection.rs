@@ -88,6 +88,16 @@ impl ConnectionCap {
         }
     }
 
+    /// Client connections open now; a graceful stop waits for this to reach zero.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn acquire_for_test(&self) -> Option<impl Drop + '_> {
+        self.try_acquire()
+    }
+
     fn try_acquire(&self) -> Option<Slot<'_>> {
         let prev = self.open.fetch_add(1, Ordering::AcqRel);
         if prev >= self.max {

@@ -17,6 +17,8 @@ pub mod keys;
 pub mod metric_handles;
 pub mod metrics;
 pub mod pipeline;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
 pub mod rate_limit;
 pub mod reload;
@@ -26,6 +28,7 @@ pub mod revocation;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 pub mod status_page;
 pub mod telemetry;

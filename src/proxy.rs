@@ -67,6 +67,14 @@ struct WebSocket {
     open: Option<websocket::Open>,
 }
 
+impl WebSocket {
+    fn quiet_limit(&self, idle: std::time::Duration) -> std::time::Duration {
+        self.lease
+            .as_ref()
+            .map_or(idle, |l| l.quiet_limit(idle, unix_now()))
+    }
+}
+
 #[derive(Default)]
 struct RequestFacts {
     /// The canonical path, kept only for the access log.
@@ -106,6 +114,18 @@ impl Ctx {
 }
 
 impl Gateway {
+    /// `Err` ends an open WebSocket whose token expired or was revoked.
+    fn keep_websocket(&self, ws: &WebSocket) -> pingora::Result<()> {
+        match ws
+            .lease
+            .as_ref()
+            .map(|l| l.check(self.shared.revocations.list(), unix_now()))
+        {
+            Some(Err(why)) => Error::e_explain(ErrorType::HTTPStatus(401), why),
+            _ => Ok(()),
+        }
+    }
+
     fn hsts<'a>(&self, snap: &'a Snapshot) -> Option<&'a HeaderValue> {
         (self.listener == ListenerKind::Https)
             .then_some(snap.hsts.as_ref())
@@ -195,20 +215,6 @@ impl Gateway {
         }
 
         throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref())
-    }
-}
-
-impl Gateway {
-    /// `Err` ends an open WebSocket whose token expired or was revoked.
-    fn keep_websocket(&self, ws: &WebSocket) -> pingora::Result<()> {
-        match ws
-            .lease
-            .as_ref()
-            .map(|l| l.check(self.shared.revocations.list(), unix_now()))
-        {
-            Some(Err(why)) => Error::e_explain(ErrorType::HTTPStatus(401), why),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -349,9 +355,10 @@ impl ProxyHttp for Gateway {
                 let mut peer = up
                     .http_peer(i)
                     .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "peer vanished"))?;
-                if ctx.websocket.is_some() {
-                    // An upgraded connection ends after `timeouts.idle` of silence.
-                    peer.options.read_timeout = Some(up.idle_timeout);
+                if let Some(ws) = &ctx.websocket {
+                    // An upgraded connection ends after `timeouts.idle` of silence, or sooner
+                    // when its token ends first.
+                    peer.options.read_timeout = Some(ws.quiet_limit(up.idle_timeout));
                 }
                 Ok(peer)
             }
@@ -471,7 +478,7 @@ impl ProxyHttp for Gateway {
                 .and_then(|(s, i)| s.routes.get(i));
             if let (Some(ws), Some(route)) = (&mut ctx.websocket, route) {
                 ws.open = Some(websocket::Open::count(route.metrics.websockets()));
-                session.set_read_timeout(Some(route.upstream.idle_timeout));
+                session.set_read_timeout(Some(ws.quiet_limit(route.upstream.idle_timeout)));
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ use crate::auth::gate::RouteAuth;
 use crate::auth::jwk::parse_jwks;
 use crate::auth::policy::AccessPolicy;
 use crate::auth::provider::{JwksSettings, JwksSource, ProviderRuntime};
-use crate::config::{self, LoadedConfig, ProviderConf, TokenCacheConf, Visibility};
+use crate::config::{self, LoadedConfig, ProviderConf, RateLimitConf, TokenCacheConf, Visibility};
 use crate::issuer::Issuer;
 use crate::metric_handles::RouteMetrics;
 use crate::rate_limit::RateLimiter;
@@ -34,6 +34,8 @@ pub struct Persistent {
     providers: Mutex<HashMap<String, Arc<ProviderRuntime>>>,
     /// The issuer in force, whose login-throttle counters a reload must not reset.
     issuer: Mutex<Option<Arc<Issuer>>>,
+    /// Each route's rate limiter by route name, so a reload does not refill every bucket.
+    rate_limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
 }
 
 /// A token cache with the settings and validation policies it was filled under.
@@ -50,6 +52,7 @@ impl Default for Persistent {
             token_cache: Mutex::new(None),
             providers: Mutex::new(HashMap::new()),
             issuer: Mutex::new(None),
+            rate_limiters: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -90,6 +93,15 @@ impl Persistent {
         }
     }
 
+    /// The route's limiter, reused while the route keeps its name and its limit settings: a
+    /// reload must not hand every client a full bucket. Changed settings start afresh.
+    fn rate_limiter(&self, route: &str, conf: &RateLimitConf) -> Arc<RateLimiter> {
+        match self.rate_limiters.lock().get(route) {
+            Some(rl) if rl.conf == *conf => Arc::clone(rl),
+            _ => Arc::new(RateLimiter::new(conf)),
+        }
+    }
+
     /// Makes `snapshot`'s key-set runtimes and issuer the ones the next build starts from.
     /// Called only once a snapshot is in force: a build that fails part-way (a refused reload)
     /// then cannot displace what the running config uses. Runtimes left out stop their
@@ -101,6 +113,11 @@ impl Persistent {
             .map(|rt| (rt.name().to_string(), Arc::clone(rt)))
             .collect();
         *self.issuer.lock() = snapshot.issuer.clone();
+        *self.rate_limiters.lock() = snapshot
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), Arc::clone(r.rate_limit.as_ref()?))))
+            .collect();
     }
 }
 
@@ -114,7 +131,7 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub allow_cidrs: Vec<IpNet>,
     pub auth: RouteAuth,
-    pub rate_limit: Option<RateLimiter>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
     pub metrics: RouteMetrics,
     /// `websocket`: upgrades allowed.
     pub websocket: bool,
@@ -219,7 +236,7 @@ impl Snapshot {
                 rate_limit: r
                     .rate_limit
                     .as_ref()
-                    .map(|rl| RateLimiter::new(rl.rps, rl.burst, rl.key)),
+                    .map(|rl| keep.rate_limiter(&r.name, rl)),
             });
         }
         let identity_headers: Vec<IdentityHeader> = c

@@ -31,6 +31,7 @@ use crate::reload;
 use crate::revocation::service::{OpenError, Revocations};
 use crate::runtime::Persistent;
 use crate::runtime::Snapshot;
+use crate::shutdown::DrainThenExit;
 use crate::state::Shared;
 use crate::telemetry::{self, SpanQueue};
 use crate::upstream::{HealthLoop, Upstream};
@@ -139,11 +140,11 @@ impl BackgroundService for KeyRefreshService {
                     continue;
                 }
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(Arc::clone(&rt).run(stop_rx));
-                tokio::spawn(drop_stale_cache_entries(
-                    Arc::clone(&self.shared),
-                    Arc::clone(&rt),
+                tokio::spawn(rt.on_key_changes(
+                    stop_rx.clone(),
+                    drop_stale_cache_entries(Arc::clone(&self.shared)),
                 ));
+                tokio::spawn(Arc::clone(&rt).run(stop_rx));
                 running.push((rt, stop_tx));
             }
             tokio::select! {
@@ -161,9 +162,8 @@ impl BackgroundService for KeyRefreshService {
 
 /// Frees cache entries verified by keys that just left a provider's key set. Lookups already
 /// ignore such entries; this only gives the memory back promptly.
-async fn drop_stale_cache_entries(shared: Arc<Shared>, rt: Arc<ProviderRuntime>) {
-    let mut changes = rt.subscribe();
-    while changes.changed().await.is_ok() {
+fn drop_stale_cache_entries(shared: Arc<Shared>) -> impl FnMut(&ProviderRuntime) + Send + 'static {
+    move |rt| {
         let live = rt.keys().uids();
         if let Some(auth) = &shared.snapshot.load().auth {
             auth.cache().retain_provider_keys(rt.name(), &live);
@@ -276,6 +276,13 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
     let head = limits.header_read_timeout.get();
     let next_head = limits.keepalive_timeout.get() + head;
     let cap = Arc::new(ConnectionCap::new(limits.max_connections));
+    server.add_service(background_service(
+        "drain then exit",
+        DrainThenExit {
+            connections: Arc::clone(&cap),
+            grace: Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0)),
+        },
+    ));
     let proxy = |kind: ListenerKind, name: &str, threads: usize| {
         let gw = Gateway {
             listener: kind,

@@ -7,6 +7,7 @@
 //! either direction, and a silent connection ends after the upstream's `timeouts.idle`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
@@ -67,6 +68,15 @@ impl Lease {
     pub fn new(token: Arc<VerifiedToken>, leeway_secs: i64) -> Lease {
         let ends_at = token.valid.exp.saturating_add(leeway_secs.max(0));
         Lease { token, ends_at }
+    }
+
+    /// How long the connection may stay silent: `idle`, or less when the token ends sooner, so
+    /// that a connection nobody writes to is closed when its token expires rather than at the
+    /// next frame. At least a second, so a token that ends now still gets its frame check.
+    #[must_use]
+    pub fn quiet_limit(&self, idle: Duration, now: i64) -> Duration {
+        let left = u64::try_from(self.ends_at.saturating_sub(now)).unwrap_or(0);
+        idle.min(Duration::from_secs(left.max(1)))
     }
 
     /// `Err` names why the connection must end now.
@@ -178,6 +188,16 @@ mod tests {
         // A subject cut-off after the token's iat ends it too.
         list.revoke_subject("https://id.test", "alice", 950, None);
         assert!(lease.check(&list, 1000).unwrap_err().contains("revoked"));
+    }
+
+    #[test]
+    fn a_silent_connection_may_last_until_the_token_ends() {
+        let lease = Lease::new(token(1000), 0);
+        let idle = Duration::from_secs(60);
+        assert_eq!(lease.quiet_limit(idle, 900), Duration::from_secs(60));
+        assert_eq!(lease.quiet_limit(idle, 990), Duration::from_secs(10));
+        assert_eq!(lease.quiet_limit(idle, 1000), Duration::from_secs(1));
+        assert_eq!(lease.quiet_limit(idle, 5000), Duration::from_secs(1));
     }
 
     #[test]

@@ -147,6 +147,20 @@ def test_expired_token_closes_the_connection_at_the_next_frame(env):
     wait_for(lambda: env.up.live() == 0, 5, what="the upstream side to be closed too")
 
 
+def test_a_silent_connection_is_closed_when_its_token_expires(env):
+    """Nobody writes, yet the connection does not outlive the token: the gateway's silence limit
+    is cut to the token's remaining life (the route's idle timeout is far longer)."""
+    ttl = 3
+    tok = env.tok(sub="silent", ttl=ttl)
+    exp = json.loads(b64u_decode(tok.split(".")[1]))["exp"]
+    with ws_connect(env.gw, "/ws/exp", tok) as ws:
+        closed, got = closed_within(ws, exp + 4 - time.time())
+        ended = time.time()
+        assert closed, f"a silent connection outlived its token; received {got!r}"
+        assert ended >= exp - 1, f"closed {exp - ended:.1f} s before the token expired"
+    wait_for(lambda: env.up.live() == 0, 5, what="the upstream side to be closed too")
+
+
 def test_revoked_token_closes_the_connection_at_the_next_frame(env):
     tok = env.tok(sub="to-be-revoked")
     other = env.tok(sub="bystander")

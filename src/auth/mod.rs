@@ -18,5 +18,5 @@ pub mod policy;
 pub mod provider;
 pub mod rejection;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod verifier;

@@ -218,6 +218,14 @@ pub struct ProviderRuntime {
     me: Weak<ProviderRuntime>,
 }
 
+impl Drop for ProviderRuntime {
+    /// Logged so an operator (and the reload tests) can see that a replaced provider's runtime,
+    /// with its key set and refresh loop, is really gone.
+    fn drop(&mut self) {
+        log::info!("provider {}: key-set runtime released", self.name);
+    }
+}
+
 impl ProviderRuntime {
     pub fn new(name: &str, settings: JwksSettings) -> Arc<ProviderRuntime> {
         let client = build_client(settings.fetch_timeout);
@@ -399,6 +407,36 @@ impl ProviderRuntime {
     /// Subscribe to key-set changes (so the verified-token cache can drop entries of removed keys).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// A task body that calls `on_change` after every replacement of the key set, until `stop`
+    /// changes or the runtime is dropped. It holds only a weak reference: a task that kept the
+    /// runtime alive while waiting on the runtime's own channel would never see that channel
+    /// close, so every reload that replaced a provider would leak the task and the runtime.
+    pub fn on_key_changes<F>(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        mut on_change: F,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        F: FnMut(&ProviderRuntime) + Send + 'static,
+    {
+        let me = Arc::downgrade(self);
+        let mut changes = self.generation.subscribe();
+        async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+                let Some(rt) = me.upgrade() else { return };
+                on_change(&rt);
+            }
+        }
     }
 
     /// Joins the running fetch or starts one, ignoring the unknown-kid rate limit (the schedule
@@ -1145,6 +1183,49 @@ mod tests {
             .with_label_values(&[p.name()])
             .get();
         assert_eq!(ts as i64, st.last_refresh.unwrap());
+    }
+
+    /// What a reload that replaces a provider leaves behind: the key-change task it started for
+    /// the old runtime must neither keep that runtime alive nor outlive it.
+    #[tokio::test]
+    async fn key_change_task_ends_with_its_runtime_and_does_not_keep_it_alive() {
+        let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
+        let p = srv.provider("key-change-task", |_| {});
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (_stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(p.on_key_changes(stop_rx, {
+            let seen = Arc::clone(&seen);
+            move |rt| {
+                assert_eq!(rt.keys().kids(), vec!["a"]);
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        fetch_now(&p).await;
+        eventually("the change to be seen", Duration::from_secs(2), || {
+            seen.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let weak = Arc::downgrade(&p);
+        drop(p);
+        assert!(weak.upgrade().is_none(), "the task kept the runtime alive");
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the task outlived its runtime")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn key_change_task_ends_when_told_to_stop() {
+        let srv = Server::start(|_| reply(200, &jwks(&["a"]))).await;
+        let p = srv.provider("key-change-stop", |_| {});
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(p.on_key_changes(stop_rx, |_| {}));
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the task ignored its stop signal")
+            .unwrap();
+        assert_eq!(Arc::strong_count(&p), 1);
     }
 
     #[tokio::test]

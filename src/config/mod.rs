@@ -662,25 +662,43 @@ impl PinnedSections {
     }
 }
 
+/// The longest a graceful stop waits for in-flight requests when the file does not say
+/// (Pingora's own default is 300 s). The process exits as soon as the last client connection is
+/// done (`crate::shutdown`), so this is only the ceiling for slow requests; it leaves room for
+/// `DEFAULT_SHUTDOWN_TIMEOUT_SECONDS` within systemd's default 90 s stop timeout.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
+
+/// After the grace period, how long Pingora lets the runtimes cancel what is left.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
 fn default_server() -> ServerConf {
-    ServerConf {
-        work_stealing: false,
-        ..ServerConf::default()
-    }
+    let mut conf = ServerConf::default();
+    apply_defaults(&mut conf, false);
+    conf
 }
 
-/// Pingora's settings with the gateway's one different default: with a single worker thread
-/// there is nothing to steal, and tokio's work-stealing scheduler only adds cross-thread
-/// wake-ups, which cost about a quarter of the CPU per request side by side (README,
-/// "Performance"). So unless the file sets `work_stealing`, one thread means `false`.
+/// Pingora's settings with the gateway's different defaults:
+/// - with a single worker thread there is nothing to steal, and tokio's work-stealing scheduler
+///   only adds cross-thread wake-ups, which cost about a quarter of the CPU per request side by
+///   side (README, "Performance"). So unless the file sets `work_stealing`, one thread means
+///   `false`;
+/// - the stop timings above, unless the file sets them.
 fn server_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ServerConf, D::Error> {
     let value = serde_yaml::Value::deserialize(d)?;
     let explicit = value.get("work_stealing").is_some();
     let mut conf: ServerConf = serde_yaml::from_value(value).map_err(serde::de::Error::custom)?;
-    if !explicit && conf.threads == 1 {
+    apply_defaults(&mut conf, explicit);
+    Ok(conf)
+}
+
+fn apply_defaults(conf: &mut ServerConf, explicit_work_stealing: bool) {
+    if !explicit_work_stealing && conf.threads == 1 {
         conf.work_stealing = false;
     }
-    Ok(conf)
+    conf.grace_period_seconds
+        .get_or_insert(DEFAULT_GRACE_PERIOD_SECONDS);
+    conf.graceful_shutdown_timeout_seconds
+        .get_or_insert(DEFAULT_SHUTDOWN_TIMEOUT_SECONDS);
 }
 
 /// A parsed and validated config, with what is needed to resolve its relative paths.
@@ -748,6 +766,28 @@ mod tests {
         assert!(server("server: { threads: 1, work_stealing: true }").work_stealing);
         assert!(server("server: { threads: 2 }").work_stealing);
         assert!(!server("server: { threads: 2, work_stealing: false }").work_stealing);
+    }
+
+    #[test]
+    fn stop_timings_default_to_a_bounded_drain_unless_set() {
+        let server = |yaml: &str| {
+            let text = format!("{yaml}\nlisteners: {{ http: {{ addr: \"127.0.0.1:1\" }} }}\nupstreams: {{}}\nroutes: []\n");
+            super::parse(text.as_bytes()).unwrap().server
+        };
+        for conf in [server(""), server("server: { threads: 2 }")] {
+            assert_eq!(
+                conf.grace_period_seconds,
+                Some(DEFAULT_GRACE_PERIOD_SECONDS)
+            );
+            assert_eq!(
+                conf.graceful_shutdown_timeout_seconds,
+                Some(DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
+            );
+        }
+        let set =
+            server("server: { grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }");
+        assert_eq!(set.grace_period_seconds, Some(0));
+        assert_eq!(set.graceful_shutdown_timeout_seconds, Some(1));
     }
 
     use super::*;

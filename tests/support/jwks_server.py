@@ -41,6 +41,8 @@ class JwksServer:
         self.etag = etag
         self.status: int | None = None        # force this status for /jwks.json (e.g. 500)
         self.body_override: bytes | None = None  # serve these bytes instead of the key set
+        self.content_type = "application/json"  # of /jwks.json
+        self.delay = 0.0                       # seconds /jwks.json waits before answering
         self.discovery_issuer: str | None = None  # default: self.base
         self.counts: Counter = Counter()       # path (without query) -> requests
         self.not_modified = 0                  # 304s sent
@@ -111,6 +113,8 @@ class JwksServer:
                 path = self.path.split("?", 1)[0]
                 owner._record(path, self.headers)
                 if path == owner.JWKS_PATH:
+                    if owner.delay:
+                        time.sleep(owner.delay)
                     if owner.status is not None:
                         return self._send(owner.status, b'{"error":"unavailable"}')
                     body = owner.document()
@@ -124,7 +128,7 @@ class JwksServer:
                             with owner._lock:
                                 owner.not_modified += 1
                             return self._send(304, b"", extra)
-                    return self._send(200, body, extra)
+                    return self._send(200, body, extra, owner.content_type)
                 if path == owner.DISCOVERY_PATH:
                     doc = {"issuer": owner.discovery_issuer or owner.base,
                            "jwks_uri": owner.url,
@@ -135,13 +139,14 @@ class JwksServer:
             do_POST = do_GET  # noqa: N815 - a canary counts every method
             do_HEAD = do_GET  # noqa: N815
 
-            def _send(self, status: int, body: bytes, extra: dict | None = None):
+            def _send(self, status: int, body: bytes, extra: dict | None = None,
+                      content_type: str = "application/json"):
                 try:
                     self.send_response(status)
                     for k, v in (extra or {}).items():
                         self.send_header(k, v)
                     if status != 304:
-                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Type", content_type)
                         self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     if status != 304 and self.command != "HEAD":
