@@ -156,6 +156,9 @@ terminal, in order (from $root):
   curl -s -H "Authorization: Bearer \$(cat $run/admin.token)" 127.0.0.1:9901/admin/status
   curl -s -H "Authorization: Bearer \$(cat $run/admin.token)" 127.0.0.1:9901/admin/revocations
 
+  # the status page: open http://127.0.0.1:9901/ in a browser, sign in with the admin token
+  cat $run/admin.token
+
   # the k6 suite against this running stack (README.md, "Load tests")
   make loadtest
 
