@@ -49,6 +49,16 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response<Vec<u8>>
     )
 }
 
+/// The shared store did not acknowledge the change: not in force, and the client may retry.
+fn unavailable(e: &dyn std::fmt::Display) -> Response<Vec<u8>> {
+    log::error!("revocation change not stored: {e}");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the shared revocation store is not reachable; the change was not made",
+    )
+}
+
 fn empty(status: StatusCode) -> Response<Vec<u8>> {
     let mut resp = Response::new(Vec::new());
     *resp.status_mut() = status;
@@ -99,6 +109,10 @@ impl AdminApp {
                 }
             })
             .collect();
+        let mut waiting = waiting;
+        if let Some(reason) = self.shared.revocations.not_ready() {
+            waiting.push(reason.to_string());
+        }
         if waiting.is_empty() {
             json_response(StatusCode::OK, json!({"status": "ready"}))
         } else {
@@ -286,6 +300,7 @@ impl AdminApp {
         };
         match stored {
             Ok(()) => json_response(StatusCode::CREATED, answer),
+            Err(e) if e.is_unavailable() => unavailable(&e),
             Err(e) => {
                 log::error!("revocation not stored: {e}");
                 error(
@@ -306,6 +321,7 @@ impl AdminApp {
         };
         match stored {
             Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(e) if e.is_unavailable() => unavailable(&e),
             Err(e) => {
                 log::error!("revocation removal not stored: {e}");
                 error(
@@ -364,15 +380,20 @@ impl AdminApp {
             })
             .collect();
         let (jti, subject) = self.shared.revocations.list().counts();
-        json_response(
-            StatusCode::OK,
-            json!({
-                "config_hash": snap.config_hash,
-                "providers": providers,
-                "upstreams": upstreams,
-                "revocations": {"jti": jti, "subject": subject},
-            }),
-        )
+        let mut body = json!({
+            "config_hash": snap.config_hash,
+            "providers": providers,
+            "upstreams": upstreams,
+            "revocations": {"jti": jti, "subject": subject},
+        });
+        if let (Some(link), Some(obj)) = (crate::redis_link::link(), body.as_object_mut()) {
+            let (connected, last_error) = link.status();
+            obj.insert(
+                "redis".into(),
+                json!({"connected": connected, "last_error": last_error}),
+            );
+        }
+        json_response(StatusCode::OK, body)
     }
 }
 

@@ -49,6 +49,9 @@ pub struct RateLimiter {
     pub key: RateKey,
     hasher: RandomState,
     shards: Vec<Mutex<HashMap<Box<[u8]>, Bucket>>>,
+    /// `shared: true`: the bucket lives in Redis (crate::shared_limit); the local one above
+    /// only answers while Redis does not.
+    shared: bool,
 }
 
 impl RateLimiter {
@@ -60,7 +63,23 @@ impl RateLimiter {
             key,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shared: false,
         }
+    }
+
+    /// Keeps the bucket in Redis, shared by every instance (conf/README.md §7).
+    pub fn shared(mut self, shared: bool) -> RateLimiter {
+        self.shared = shared;
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// `(rps, burst)`, for the shared bucket's script.
+    pub fn rate(&self) -> (f64, f64) {
+        (self.rps, self.burst)
     }
 
     /// Takes one token for `key`; `Err(retry_after)` when the bucket is empty.

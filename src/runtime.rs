@@ -214,7 +214,7 @@ impl Snapshot {
                 rate_limit: r
                     .rate_limit
                     .as_ref()
-                    .map(|rl| RateLimiter::new(rl.rps, rl.burst, rl.key)),
+                    .map(|rl| RateLimiter::new(rl.rps, rl.burst, rl.key).shared(rl.shared)),
             });
         }
         let identity_headers: Vec<IdentityHeader> = c
