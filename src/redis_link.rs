@@ -23,7 +23,7 @@ use crate::config::RedisConf;
 use crate::metrics;
 
 /// The longest pause between two reconnect attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 static LINK: OnceLock<Arc<RedisLink>> = OnceLock::new();
 

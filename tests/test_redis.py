@@ -21,7 +21,8 @@ import uuid
 import pytest
 import requests
 
-from support.admin_api import ADMIN_TOKEN, Admin, file_provider, metric_value, wait_ready, write_jwks
+from support.admin_api import (ADMIN_TOKEN, Admin, file_provider, finish_k6, metric_value, start_k6,
+                               wait_ready, write_config_atomically, write_jwks)
 from support.issuer import hash_password, issuer_block, keygen, post_form
 from support.harness import base_config, route, upstream_cfg, wait_for
 from support.jwt import SigningKey, std_claims
@@ -422,6 +423,18 @@ def test_config_check_names_the_redis_key_paths(procs):
     assert code == 0, out
 
 
+def test_a_reload_cannot_move_the_redis_connection(procs, redis):
+    c = Cluster(procs, redis)
+    gw = c.gateway()
+    cfg = json.loads(json.dumps(gw.config))
+    cfg["redis"]["prefix"] = "elsewhere:"
+    write_config_atomically(gw, cfg)
+    r = Admin(gw).reload()
+    assert r.status_code == 422, r.text
+    assert any(e.startswith("redis: changed") for e in r.json()["errors"]), r.text
+    assert ready(gw)
+
+
 def test_the_redis_password_stays_out_of_logs_status_and_metrics(procs, tmp_path):
     password = "pw-" + uuid.uuid4().hex
     server = RedisServer(tmp_path / "redis-auth", password=password).start()
@@ -466,3 +479,34 @@ def test_proxied_requests_with_a_cached_token_send_nothing_to_redis(procs, redis
         assert status_of(gw, t) == 200
     after = busy(redis.commandstats())
     assert after == before, (before, after)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The k6 script load-tests/multi-instance.js against three real instances
+
+
+def test_the_multi_instance_k6_script_passes_against_three_instances(procs, redis):
+    c = Cluster(procs, redis, routes=limited_routes())
+    gws = [c.gateway() for _ in range(3)]
+    tokens = [c.tok(sub=uid("k6")) for _ in range(3)]
+    proc, out, summary = start_k6("multi-instance.js", {
+        "BASE_URLS": ",".join(gw.url("http", "").rstrip("/") for gw in gws),
+        "ADMIN_URLS": ",".join(gw.url("admin", "").rstrip("/") for gw in gws),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "REQ_PATH": "/api/x",
+        "TOKENS": ",".join(tokens),
+        "LIMITED_PATH": "/limited/x",
+        "LIMIT_RPS": RPS,
+        "LIMIT_BURST": BURST,
+        "LIMIT_RATE": 60,
+        "DURATION": "4s",
+    }, procs.dir / "k6")
+    result = finish_k6(proc, out, summary, timeout=60)
+    assert result.returncode == 0, result.tail()
+    propagation = result.summary["metrics"]["propagation_ms"]
+    assert 0 <= propagation["max"] < 1000, propagation
+    checks = result.summary["metrics"]["checks"]
+    assert checks["fails"] == 0 and checks["passes"] > 0, checks
+    assert result.count("refused") > 0, result.tail()
+    for t in tokens:
+        assert all(status_of(gw, t) == 401 for gw in gws)
