@@ -17,6 +17,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -433,6 +434,28 @@ def test_a_reload_cannot_move_the_redis_connection(procs, redis):
     assert r.status_code == 422, r.text
     assert any(e.startswith("redis: changed") for e in r.json()["errors"]), r.text
     assert ready(gw)
+
+
+def test_rediss_connects_over_verified_tls(procs, tmp_path, tls_files):
+    server = RedisServer(tmp_path / "redis-tls", tls=tls_files).start()
+    try:
+        c = Cluster(procs, server)
+        url = f"rediss://localhost:{server.port}/0"
+        trusted = procs.gateway(c.config(url), env=dict(ENV, SSL_CERT_FILE=str(tls_files.ca)))
+        wait_ready(trusted)
+        t = c.tok(sub=uid("tls"))
+        Admin(trusted).revoke_ok({"token": t})
+        assert status_of(trusted, t) == 401
+        assert server.cli("XLEN", f"{c.prefix}{{revocations}}:log") == "1"
+        # A server whose certificate the gateway cannot verify is not used.
+        other_ca = tmp_path / "other-ca.crt"
+        other_ca.write_text(Path(tls_files.cert).read_text())  # a leaf, not the CA that signed it
+        untrusted = procs.gateway(c.config(url), env=dict(ENV, SSL_CERT_FILE=str(other_ca)))
+        wait_for(lambda: Admin(untrusted).status()["redis"]["last_error"], 5, what="a TLS error")
+        assert not ready(untrusted)
+        assert Admin(untrusted).revoke({"token": c.tok(sub=uid("x"))}).status_code == 503
+    finally:
+        server.stop()
 
 
 def test_the_redis_password_stays_out_of_logs_status_and_metrics(procs, tmp_path):

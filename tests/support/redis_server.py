@@ -24,8 +24,9 @@ def redis_server_bin() -> str:
 
 class RedisServer:
     def __init__(self, workdir: Path, appendonly: bool = False, port: int | None = None,
-                 password: str | None = None):
+                 password: str | None = None, tls=None):
         self.password = password
+        self.tls = tls  # a harness TlsFiles: serve TLS only, with its certificate
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -37,7 +38,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        args = [redis_server_bin(), "--port", str(self.port), "--bind", "127.0.0.1",
+        if self.tls is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
+                     "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+                     "--tls-auth-clients", "no"]
+        else:
+            ports = ["--port", str(self.port)]
+        args = [redis_server_bin(), *ports, "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log"),
                 "--appendonly", "yes" if self.appendonly else "no",
@@ -56,6 +63,8 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         auth = ["--no-auth-warning", "-a", self.password] if self.password is not None else []
+        if self.tls is not None:
+            auth += ["--tls", "--cacert", str(self.tls.ca)]
         out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args],
                              capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
