@@ -106,6 +106,16 @@ impl RedisLink {
         self.commands.get().cloned()
     }
 
+    /// Sends a PING on the shared command connection, so that after Redis came back it notices
+    /// a dropped connection and reconnects now rather than on (and failing) the next command.
+    pub async fn refresh_commands(&self) {
+        if let Some(mut con) = self.commands() {
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut con);
+            let _ = tokio::time::timeout(self.connect_timeout + self.command_timeout, ping).await;
+        }
+    }
+
     /// A connection of its own, for a blocking read that must not hold up other commands.
     pub async fn dedicated(
         &self,

@@ -272,6 +272,28 @@ def test_a_cut_off_instance_is_not_ready_and_catches_up_within_two_seconds(procs
         proxy.close()
 
 
+def test_a_redis_that_lost_its_data_does_not_unrevoke_anything_on_running_instances(procs, tmp_path):
+    volatile = RedisServer(tmp_path / "volatile")  # no appendonly: a restart loses everything
+    volatile.start()
+    try:
+        c = Cluster(procs, volatile)
+        gw = c.gateway()
+        t = c.tok(sub=uid("kept"))
+        Admin(gw).revoke_ok({"token": t})
+        volatile.stop()
+        wait_for(lambda: not ready(gw), 5, what="not ready while redis is down")
+        volatile.start()
+        wait_for(lambda: ready(gw), 10, what="ready again")
+        assert status_of(gw, t) == 401
+        assert "no longer holds the last change applied here" in gw.logs()
+        # New changes flow as before.
+        other = c.tok(sub=uid("new"))
+        Admin(gw).revoke_ok({"token": other})
+        assert status_of(gw, other) == 401
+    finally:
+        volatile.stop()
+
+
 def test_an_instance_started_while_redis_is_down_starts_not_ready(procs, redis):
     c = Cluster(procs, redis)
     a = c.gateway()

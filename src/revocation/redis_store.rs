@@ -73,8 +73,10 @@ return redis.call('XADD', KEYS[1], '*', 'r', ARGV[5])
 });
 
 /// Where a follower starts: `{'full', last id, snapshot}` for a first load or when the stream
-/// was trimmed past `ARGV[1]`, else `{'tail', ARGV[1], entries after it}`. A full load drops
-/// snapshot entries expired at `ARGV[2]`.
+/// was trimmed past `ARGV[1]`, else `{'tail', ARGV[1], entries after it, lost}`, where `lost` is
+/// 1 when the stream no longer holds the entry `ARGV[1]` names nor any later one: Redis lost
+/// data (restarted without persistence). A full load drops snapshot entries expired at
+/// `ARGV[2]`.
 /// KEYS: stream, snapshot, trim mark. ARGV: last applied id ("" = none), now in seconds.
 static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -101,7 +103,19 @@ end
 if ARGV[1] == '' then return full() end
 local mark = redis.call('GET', KEYS[3])
 if mark and tonumber(string.match(ARGV[1], '^(%d+)')) < tonumber(mark) then return full() end
-return {'tail', ARGV[1], redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', 10000)}
+local function id(s)
+  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local lost = 1
+if #newest > 0 then
+  local ams, aseq = id(ARGV[1])
+  local nms, nseq = id(newest[1][1])
+  if nms > ams or (nms == ams and nseq >= aseq) then lost = 0 end
+end
+if ARGV[1] == '0-0' then lost = 0 end
+return {'tail', ARGV[1], redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', 10000), lost}
 ",
     )
 });
@@ -181,9 +195,20 @@ impl RedisRevocations {
             .arg(expires)
             .arg(body)
             .arg(RETENTION.as_millis() as u64);
-        // Room for one reconnect, then the command itself.
+        // Room for one reconnect, then the command itself. A connection Redis dropped (it
+        // restarted) fails the first command and reconnects, so a failure is tried once more:
+        // applying a change twice ends in the same state.
         let limit = self.link.connect_timeout() + self.link.command_timeout();
-        let id: String = match tokio::time::timeout(limit, call.invoke_async(&mut con)).await {
+        let attempt = async {
+            match call.invoke_async::<String>(&mut con).await {
+                Ok(id) => Ok(id),
+                Err(first) => {
+                    self.link.failed("revocation_write", &first);
+                    call.invoke_async::<String>(&mut con).await
+                }
+            }
+        };
+        let id = match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(id)) => id,
             Ok(Err(e)) => {
                 self.link.failed("revocation_write", &e);
@@ -267,6 +292,7 @@ impl RedisRevocations {
                 return (Err(e), false);
             }
         }
+        self.link.refresh_commands().await;
         self.ready.store(true, Ordering::Relaxed);
         self.link.up();
         if let Some(f) = loaded.take() {
@@ -334,6 +360,14 @@ impl RedisRevocations {
             log::info!("revocations loaded from redis: {jti} jti, {subject} subject cut-offs");
             self.publish(&id);
             return Some(id);
+        }
+        if matches!(parts.next(), Some(Value::Int(1))) {
+            // Keeping what this instance holds errs on the revoked side; an instance started
+            // from now on loads only what Redis still has.
+            log::warn!(
+                "redis: the revocation stream no longer holds the last change applied here \
+                 (Redis restarted without persistence?); keeping the revocations held here"
+            );
         }
         let mut records = Vec::new();
         for entry in body {
