@@ -96,7 +96,7 @@ impl AdminApp {
     /// Ready once every provider holds a usable key set; with no providers, at once.
     fn readiness(&self) -> Response<Vec<u8>> {
         let snap = self.shared.snapshot.load();
-        let waiting: Vec<String> = snap
+        let mut waiting: Vec<String> = snap
             .auth
             .iter()
             .flat_map(|a| a.providers().iter())
@@ -109,7 +109,6 @@ impl AdminApp {
                 }
             })
             .collect();
-        let mut waiting = waiting;
         if let Some(reason) = self.shared.revocations.not_ready() {
             waiting.push(reason.to_string());
         }

@@ -370,6 +370,26 @@ def test_a_shared_rate_limit_falls_back_to_the_local_bucket_while_redis_is_down(
              5, what="the shared bucket answers again")
 
 
+def test_with_a_local_revocation_store_the_redis_link_is_still_watched(procs, redis):
+    c = Cluster(procs, redis, routes=limited_routes())
+    cfg = c.config(redis.url)
+    cfg["revocation"] = {"store": "memory"}
+    gw = procs.gateway(cfg, env=ENV)
+    wait_ready(gw)
+    wait_for(lambda: metric_value(gw, "portcullis_redis_up") == 1, 5, what="redis up")
+    assert gw.get("/limited/x").status_code == 200
+    assert redis.cli("--scan", "--pattern", f"{c.prefix}ratelimit:*") != ""
+    redis.stop()
+    wait_for(lambda: metric_value(gw, "portcullis_redis_up") == 0, 5, what="redis seen down")
+    assert ready(gw), "without the redis store, readiness does not depend on Redis"
+    assert Admin(gw).status()["redis"]["connected"] is False
+    assert gw.get("/limited/x").status_code == 200
+    assert metric_value(gw, "portcullis_rate_limit_fallback_total", route="limited") == 1
+    assert metric_value(gw, "portcullis_redis_errors_total", op="ping") >= 1
+    redis.start()
+    wait_for(lambda: metric_value(gw, "portcullis_redis_up") == 1, 10, what="redis up again")
+
+
 def test_a_slow_redis_does_not_stall_a_shared_rate_limit(procs, redis):
     c = Cluster(procs, redis, routes=limited_routes())
     gw = c.gateway()
