@@ -41,10 +41,12 @@ export PIP_BREAK_SYSTEM_PACKAGES := 1
 # promtool: checks and unit-tests conf/prometheus/alerts.yaml (Debian's prometheus package also
 # brings the server the demo runs with DEMO_PROMETHEUS=1; on a systemd machine the package starts
 # its own service on :9090, which nothing here uses); chromium/chromedriver: the status page's
-# browser tests (tests/test_status_page.py) and its screenshot (conf/ui/screenshot.py).
+# browser tests (tests/test_status_page.py) and its screenshot (conf/ui/screenshot.py);
+# redis-server (with redis-cli): tests/test_redis.py starts its own servers on free ports; the
+# package's service on :6379, where one runs, is not used.
 SYSTEM_DEPS := cmake:cmake perl:perl make:make gcc:gcc g++:g++ pkg-config:pkg-config \
                curl:curl openssl:openssl shellcheck:shellcheck promtool:prometheus \
-               chromium:chromium chromedriver:chromium-driver
+               chromium:chromium chromedriver:chromium-driver redis-server:redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 SHELL_SCRIPTS := .ci/run conf/demo/run.sh conf/demo/gen-certs.sh conf/demo/prepare.sh benches/compare/run.sh \

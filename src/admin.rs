@@ -51,6 +51,16 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response<Vec<u8>>
     )
 }
 
+/// The shared store did not acknowledge the change: not in force, and the client may retry.
+fn unavailable(e: &dyn std::fmt::Display) -> Response<Vec<u8>> {
+    log::error!("revocation change not stored: {e}");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the shared revocation store is not reachable; the change was not made",
+    )
+}
+
 fn empty(status: StatusCode) -> Response<Vec<u8>> {
     let mut resp = Response::new(Vec::new());
     *resp.status_mut() = status;
@@ -92,7 +102,7 @@ impl AdminApp {
     /// Ready once every provider holds a usable key set; with no providers, at once.
     fn readiness(&self) -> Response<Vec<u8>> {
         let snap = self.shared.snapshot.load();
-        let waiting: Vec<String> = snap
+        let mut waiting: Vec<String> = snap
             .auth
             .iter()
             .flat_map(|a| a.providers().iter())
@@ -105,6 +115,9 @@ impl AdminApp {
                 }
             })
             .collect();
+        if let Some(reason) = self.shared.revocations.not_ready() {
+            waiting.push(reason.to_string());
+        }
         if waiting.is_empty() {
             json_response(StatusCode::OK, json!({"status": "ready"}))
         } else {
@@ -292,6 +305,7 @@ impl AdminApp {
         };
         match stored {
             Ok(()) => json_response(StatusCode::CREATED, answer),
+            Err(e) if e.is_unavailable() => unavailable(&e),
             Err(e) => {
                 log::error!("revocation not stored: {e}");
                 error(
@@ -312,6 +326,7 @@ impl AdminApp {
         };
         match stored {
             Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(e) if e.is_unavailable() => unavailable(&e),
             Err(e) => {
                 log::error!("revocation removal not stored: {e}");
                 error(
@@ -407,9 +422,7 @@ impl AdminApp {
                 "errors": r.errors,
             })
         });
-        json_response(
-            StatusCode::OK,
-            json!({
+        let mut body = json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "started_at": self.shared.started_at,
                 "last_reload": last_reload,
@@ -418,8 +431,15 @@ impl AdminApp {
                 "providers": providers,
                 "upstreams": upstreams,
                 "revocations": {"jti": jti, "subject": subject},
-            }),
-        )
+        });
+        if let (Some(link), Some(obj)) = (crate::redis_link::link(), body.as_object_mut()) {
+            let (connected, last_error) = link.status();
+            obj.insert(
+                "redis".into(),
+                json!({"connected": connected, "last_error": last_error}),
+            );
+        }
+        json_response(StatusCode::OK, body)
     }
 }
 

@@ -170,6 +170,35 @@ metric!(
     ["listener"]
 );
 
+metric!(
+    RATE_LIMIT_FALLBACK,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_rate_limit_fallback_total",
+    "Shared rate-limit checks answered by the local bucket because Redis did not, by route.",
+    ["route"]
+);
+metric!(
+    REDIS_ERRORS,
+    IntCounterVec,
+    register_int_counter_vec,
+    "portcullis_redis_errors_total",
+    "Redis operations that failed or timed out, by operation.",
+    ["op"]
+);
+
+/// 1 while the shared Redis answers, 0 while it does not (conf/README.md §7); registered only
+/// with a `redis:` block, so a single instance does not export a Redis it has not got.
+pub static REDIS_UP: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    // a duplicate static name is a programming error caught at start-up
+    prometheus::register_int_gauge!(
+        "portcullis_redis_up",
+        "1 while the shared Redis answers, 0 while it does not."
+    )
+    .expect("metric registration")
+});
+
 /// Spans the trace exporter gave up on: the queue was full, or the collector refused or did
 /// not answer an export (conf/README.md §9).
 pub static TRACE_SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {

@@ -182,7 +182,7 @@ impl Gateway {
             ctx.websocket = Some(WebSocket::default());
         }
 
-        throttle::before_auth(route, ctx.client.ip)?;
+        throttle::before_auth(route, ctx.client.ip).await?;
 
         let (values, n) = gate::authorization_values(&req.headers);
         let authorization = values.get(..n).unwrap_or_default();
@@ -214,7 +214,7 @@ impl Gateway {
             ws.lease = Some(websocket::Lease::new(Arc::clone(token), leeway));
         }
 
-        throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref())
+        throttle::after_auth(route, ctx.client.ip, ctx.identity.token.as_deref()).await
     }
 }
 

@@ -99,6 +99,18 @@ impl RateLimiter {
         }
     }
 
+    /// `shared: true`: the bucket lives in Redis (crate::shared_limit); the local one here only
+    /// answers while Redis does not (conf/README.md §7).
+    pub fn is_shared(&self) -> bool {
+        self.conf.shared
+    }
+
+    /// `(rps, burst)`, for the shared bucket's script.
+    pub fn rate(&self) -> (f64, f64) {
+        let rps = f64::from(self.conf.rps.max(1));
+        (rps, self.conf.burst.map_or(rps, f64::from).max(1.0))
+    }
+
     /// Takes one token for `key`; `Err(retry_after)` when the bucket is empty.
     pub fn check(&self, key: &[u8], now: Instant) -> Result<(), Duration> {
         let hash = self.hasher.hash_one(key);
@@ -191,6 +203,7 @@ mod tests {
             rps,
             burst,
             key: RateKey::ClientIp,
+            shared: false,
         })
     }
 

@@ -27,6 +27,7 @@ use crate::config::{LoadedConfig, PinnedSections, ServerConfCopyError};
 use crate::connection::{ConnectionCap, ConnectionGuard};
 use crate::pipeline::ListenerKind;
 use crate::proxy::Gateway;
+use crate::redis_link::{self, LinkError, RedisLink};
 use crate::reload;
 use crate::revocation::service::{OpenError, Revocations};
 use crate::runtime::Persistent;
@@ -188,11 +189,62 @@ impl BackgroundService for TraceExport {
     }
 }
 
+/// Everything the gateway does with Redis in the background (conf/README.md §7): the shared
+/// command connection, following the shared revocation list, and telling whether Redis is up.
+struct RedisService {
+    link: Arc<RedisLink>,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for RedisService {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        self.link.start_commands();
+        match self.shared.revocations.redis() {
+            // Proxies wait for the first load attempt, so a fresh instance that can reach Redis
+            // refuses revoked tokens from its first request; one that cannot still starts.
+            Some(follower) => follower.follow(shutdown, || ready.notify_ready()).await,
+            None => {
+                ready.notify_ready();
+                watch_link(&self.link, shutdown).await;
+            }
+        }
+    }
+}
+
+/// Without a revocation follower, a PING a second keeps `portcullis_redis_up` and the status
+/// current for the shared rate limits and login throttle.
+async fn watch_link(link: &RedisLink, mut shutdown: ShutdownWatch) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(mut con) = link.commands() else {
+            continue;
+        };
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut con);
+        match tokio::time::timeout(link.connect_timeout() + link.command_timeout(), ping).await {
+            Ok(Ok(_)) => link.up(),
+            Ok(Err(e)) => link.down("ping", &e),
+            Err(_) => link.down("ping", &"timed out"),
+        }
+    }
+}
+
 /// Why the gateway could not start; each names the config section at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Revocations(#[from] OpenError),
+    #[error(transparent)]
+    Redis(#[from] LinkError),
     #[error("{}", .0.join("\n"))]
     Snapshot(Vec<String>),
     #[error("server: {0}")]
@@ -204,7 +256,19 @@ pub enum StartError {
 pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(), StartError> {
     // Also with -u: the log's lock keeps the compaction from overtaking an append of the old
     // process, which keeps answering admin requests until the hand-over.
-    let revocations = Revocations::open(&loaded.config.revocation, &loaded.base_dir, unix_now())?;
+    let link = match &loaded.config.redis {
+        Some(conf) => Some(Arc::new(RedisLink::open(conf)?)),
+        None => None,
+    };
+    if let Some(l) = &link {
+        redis_link::install(Arc::clone(l));
+    }
+    let revocations = Revocations::open(
+        &loaded.config.revocation,
+        &loaded.base_dir,
+        unix_now(),
+        link.as_ref(),
+    )?;
     let keep = Persistent::default();
     let snapshot = Snapshot::build(&loaded, &keep).map_err(StartError::Snapshot)?;
     keep.adopt(&snapshot);
@@ -328,9 +392,21 @@ pub fn run(opt: Opt, config_path: &Path, mut loaded: LoadedConfig) -> Result<(),
         svc.add_listener(ListenerConfig::tcp(&l.addr).l4_buffer(plain_buffers()));
         services.push(svc);
     }
+    let redis_handle = link.map(|link| {
+        server.add_service(background_service(
+            "redis",
+            RedisService {
+                link,
+                shared: Arc::clone(&shared),
+            },
+        ))
+    });
     for svc in services {
         let handle = server.add_service(svc);
         handle.add_dependency(&health_handle);
+        if let Some(r) = &redis_handle {
+            handle.add_dependency(r);
+        }
     }
     if let Some(l) = &listeners.admin {
         let mut svc = Service::new(

@@ -49,6 +49,9 @@ pub struct Config {
     pub token_cache: TokenCacheConf,
     #[serde(default)]
     pub revocation: RevocationConf,
+    /// The Redis several instances share (revocations, shared rate limits, login throttle).
+    #[serde(default)]
+    pub redis: Option<RedisConf>,
     /// claim (dotted path) -> header name sent upstream.
     #[serde(
         default = "default_identity_headers",
@@ -290,9 +293,27 @@ impl Default for RevocationConf {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConf {
+    /// `redis://` or `rediss://` (TLS, certificate verified); may carry `user:password@`.
     pub url: String,
+    /// The password from this environment variable instead of the URL, so it stays out of the
+    /// config file.
+    #[serde(default)]
+    pub password_env: Option<String>,
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Bounds every command, the shared rate limit's round trip on the request path included.
+    #[serde(default = "default_redis_command_timeout")]
+    pub command_timeout: Dur,
+}
+
+fn default_redis_connect_timeout() -> Dur {
+    Dur::secs(1)
+}
+
+fn default_redis_command_timeout() -> Dur {
+    Dur::millis(250)
 }
 
 fn default_redis_prefix() -> String {
@@ -541,6 +562,9 @@ pub struct RateLimitConf {
     pub burst: Option<u32>,
     #[serde(default)]
     pub key: RateKey,
+    /// The bucket lives in Redis, so all instances together admit what one would.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -620,13 +644,15 @@ impl Default for TracingConf {
 }
 
 /// The sections a reload cannot change: they are bound into the running process (sockets,
-/// Pingora's server, the revocation store, the access-log file), so a reload that changes them
-/// is refused rather than half applied.
+/// Pingora's server, the revocation store, the Redis connection, the access-log file), so a
+/// reload that changes them is refused rather than half applied.
 #[derive(Debug, PartialEq)]
 pub struct PinnedSections {
     listeners: Listeners,
     server: ServerConf,
     revocation: RevocationConf,
+    /// The connection is opened once at start, so a reload cannot move it.
+    redis: Option<RedisConf>,
     access_log: AccessLogConf,
 }
 
@@ -644,6 +670,7 @@ impl PinnedSections {
             listeners: c.listeners.clone(),
             server: serde_yaml::from_value(serde_yaml::to_value(&c.server)?)?,
             revocation: c.revocation.clone(),
+            redis: c.redis.clone(),
             access_log: c.access_log.clone(),
         })
     }
@@ -654,6 +681,7 @@ impl PinnedSections {
             ("listeners", self.listeners == new.listeners),
             ("server", self.server == new.server),
             ("revocation", self.revocation == new.revocation),
+            ("redis", self.redis == new.redis),
             ("access_log", self.access_log == new.access_log),
         ]
         .into_iter()

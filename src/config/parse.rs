@@ -17,7 +17,7 @@ use serde_yaml::Value;
 use super::values::{Cidr, Header};
 use super::{
     validate, AccessLogConf, AdminConf, Config, Hsts, HttpsRedirect, IssuerConf, Limits, Listeners,
-    ProviderConf, RevocationConf, RouteConf, TokenCacheConf, TracingConf, UpstreamConf,
+    ProviderConf, RedisConf, RevocationConf, RouteConf, TokenCacheConf, TracingConf, UpstreamConf,
 };
 
 /// Drops per parse before giving up; a file with more problems than this is not being fixed by
@@ -209,6 +209,7 @@ fn structural_errors(text: &[u8]) -> Vec<String> {
             "limits" => check::<Limits>(key, v, &mut errs),
             "token_cache" => check::<TokenCacheConf>(key, v, &mut errs),
             "revocation" => check::<RevocationConf>(key, v, &mut errs),
+            "redis" => check::<Option<RedisConf>>(key, v, &mut errs),
             "identity_headers" => check::<BTreeMap<String, Header>>(key, v, &mut errs),
             "forward_authorization" => check::<bool>(key, v, &mut errs),
             "admin" => check::<AdminConf>(key, v, &mut errs),

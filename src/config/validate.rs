@@ -55,12 +55,7 @@ pub fn validate(c: &Config, base: &Path) -> Vec<String> {
         }
         provider(&mut errs, &at, p);
     }
-    if c.revocation.store == RevocationStoreKind::Redis {
-        errs.add(
-            "revocation.store",
-            "redis is not available in this version; use file or memory",
-        );
-    }
+    redis_section(&mut errs, c);
     if let Some(file) = &c.admin.token_file {
         errs.file("admin.token_file", file);
     }
@@ -99,6 +94,54 @@ pub fn validate(c: &Config, base: &Path) -> Vec<String> {
     }
     tracing_section(&mut errs, &c.tracing);
     errs.list
+}
+
+/// The `redis:` block, and the settings that need it (conf/README.md §7).
+fn redis_section(errs: &mut Errors<'_>, c: &Config) {
+    if let Some(r) = &c.redis {
+        match r.url.split_once("://") {
+            Some(("redis" | "rediss", _)) => {
+                if redis::Client::open(r.url.as_str()).is_err() {
+                    errs.add("redis.url", "not a valid redis:// or rediss:// URL");
+                }
+            }
+            // The URL may hold a password: it is never repeated in the message.
+            _ => errs.add("redis.url", "must start with redis:// or rediss://"),
+        }
+        if let Some(var) = &r.password_env {
+            if var.is_empty() {
+                errs.add("redis.password_env", "must not be empty");
+            } else if std::env::var_os(var).is_none() {
+                errs.add(
+                    "redis.password_env",
+                    format_args!("environment variable {var} is not set"),
+                );
+            }
+        }
+        errs.positive(
+            "redis",
+            &[
+                ("connect_timeout", r.connect_timeout),
+                ("command_timeout", r.command_timeout),
+            ],
+        );
+    }
+    if c.redis.is_none() {
+        if c.revocation.store == RevocationStoreKind::Redis {
+            errs.add(
+                "revocation.store",
+                "redis needs a top-level redis: block (redis.url)",
+            );
+        }
+        for (i, r) in c.routes.iter().enumerate() {
+            if r.rate_limit.as_ref().is_some_and(|rl| rl.shared) {
+                errs.add(
+                    format_args!("routes[{i}].rate_limit.shared"),
+                    "needs a top-level redis: block (redis.url)",
+                );
+            }
+        }
+    }
 }
 
 /// The problems found so far, each `key.path: message`, and where relative paths start.

@@ -14,6 +14,7 @@
 
 mod accounts;
 pub mod form;
+mod shared_throttle;
 mod throttle;
 
 use std::net::IpAddr;
@@ -307,14 +308,10 @@ impl Issuer {
             Some(c) => Some(self.authenticate_client(c, ip, now).await?.0),
             None => None,
         };
-        let attempt = self
-            .throttle
-            .load()
-            .begin(
-                Key::new(Subject::User, username, ip),
-                now,
-                self.max_failed_logins,
-            )
+        let throttle = self.throttle.load_full();
+        let key = Key::new(Subject::User, username, ip);
+        let attempt = shared_throttle::begin(&throttle, key, now, self.max_failed_logins)
+            .await
             .map_err(Failure::Throttled)?;
         let account = self.users.by_name.get(username);
         let phc = account.map_or(&self.users.dummy_phc, |a| &a.phc).clone();
@@ -323,7 +320,7 @@ impl Issuer {
             Some(a) if verified && !a.disabled => a,
             _ => return Err(Failure::InvalidGrant),
         };
-        self.throttle.load().succeeded(attempt);
+        shared_throttle::succeeded(&throttle, attempt).await;
         let scopes = narrow(requested, &account.scopes)?;
         self.issue(username, &scopes, client_id.as_deref(), now)
     }
@@ -350,21 +347,17 @@ impl Issuer {
         ip: IpAddr,
         now: i64,
     ) -> Result<(String, &Account), Failure> {
-        let attempt = self
-            .throttle
-            .load()
-            .begin(
-                Key::new(Subject::Client, &creds.client_id, ip),
-                now,
-                self.max_failed_logins,
-            )
+        let throttle = self.throttle.load_full();
+        let key = Key::new(Subject::Client, &creds.client_id, ip);
+        let attempt = shared_throttle::begin(&throttle, key, now, self.max_failed_logins)
+            .await
             .map_err(Failure::Throttled)?;
         let account = self.clients.by_name.get(&creds.client_id);
         let phc = account.map_or(&self.clients.dummy_phc, |a| &a.phc).clone();
         let verified = !creds.secret.is_empty() && verify_password(phc, creds.secret).await;
         match account {
             Some(a) if verified && !a.disabled => {
-                self.throttle.load().succeeded(attempt);
+                shared_throttle::succeeded(&throttle, attempt).await;
                 Ok((creds.client_id, a))
             }
             _ => Err(Failure::InvalidClient("client authentication failed")),

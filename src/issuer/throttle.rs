@@ -46,6 +46,14 @@ impl Key {
     }
 }
 
+impl Key {
+    /// The key's name in Redis when the throttle is shared (conf/README.md §7): the hashed name
+    /// and the IP, never the name itself.
+    pub fn shared_name(&self) -> String {
+        format!("{}:{}", hex::encode(self.name), self.ip)
+    }
+}
+
 /// A slot taken by [`Throttle::begin`]; hand it to [`Throttle::succeeded`] when the credentials
 /// were right. Dropping it leaves the attempt counted as a failure.
 #[derive(Debug)]

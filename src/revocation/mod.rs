@@ -10,6 +10,7 @@
 
 pub mod file_log;
 pub mod list;
+pub mod redis_store;
 mod replay;
 pub mod service;
 pub mod store;

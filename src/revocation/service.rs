@@ -15,8 +15,10 @@ use parking_lot::Mutex;
 
 use crate::config::{resolve_path, RevocationConf, RevocationStoreKind};
 use crate::metrics;
+use crate::redis_link::RedisLink;
 use crate::revocation::file_log::{FileStore, OpenLogError};
 use crate::revocation::list::RevocationList;
+use crate::revocation::redis_store::{RedisRevocations, RedisWriteError};
 use crate::revocation::store::{MemoryStore, Record, RevocationStore, StoreError};
 
 /// Why the revocations could not be opened; the gateway refuses to start with it. The messages
@@ -27,7 +29,7 @@ pub enum OpenError {
     OpenLog(#[from] OpenLogError),
     #[error("revocation.path: {0}")]
     Load(#[from] StoreError),
-    #[error("revocation.store: redis is not available in this build; use file or memory")]
+    #[error("revocation.store: redis needs a top-level redis: block (redis.url)")]
     RedisUnavailable,
 }
 
@@ -39,6 +41,15 @@ pub enum WriteError {
     Task(#[from] tokio::task::JoinError),
     #[error("revocation store write failed: {0}")]
     Store(#[from] StoreError),
+    #[error("revocation store write failed: {0}")]
+    Redis(#[from] RedisWriteError),
+}
+
+impl WriteError {
+    /// The shared store could not be reached: a 503 the client may retry, not a server fault.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, WriteError::Redis(RedisWriteError::Unavailable))
+    }
 }
 
 /// What every change returns: `Ok` once it is durable and in force, an error if it is neither.
@@ -49,7 +60,8 @@ fn open_store(conf: &RevocationConf, base: &Path) -> Result<Arc<dyn RevocationSt
     Ok(match conf.store {
         RevocationStoreKind::Memory => Arc::new(MemoryStore),
         RevocationStoreKind::File => Arc::new(FileStore::open(&resolve_path(base, &conf.path))?),
-        RevocationStoreKind::Redis => return Err(OpenError::RedisUnavailable),
+        // The list is loaded and followed from Redis by [`RedisRevocations`]; there is no log.
+        RevocationStoreKind::Redis => Arc::new(MemoryStore),
     })
 }
 
@@ -62,11 +74,25 @@ pub struct Revocations {
     apply_order: Arc<Mutex<()>>,
     /// Whether the last read of the log failed, so a lasting failure is logged once.
     follow_failing: AtomicBool,
+    /// `store: redis`: changes go through Redis, and its follower keeps the list current.
+    redis: Option<Arc<RedisRevocations>>,
 }
 
 impl Revocations {
     /// Opens the configured store, compacts it and replays it into a fresh list.
-    pub fn open(conf: &RevocationConf, base: &Path, now: i64) -> Result<Revocations, OpenError> {
+    /// With `store: redis` the list starts empty and `link` is required; the follower
+    /// ([`Revocations::redis`]) loads it.
+    pub fn open(
+        conf: &RevocationConf,
+        base: &Path,
+        now: i64,
+        link: Option<&Arc<RedisLink>>,
+    ) -> Result<Revocations, OpenError> {
+        let redis_link = match (conf.store, link) {
+            (RevocationStoreKind::Redis, None) => return Err(OpenError::RedisUnavailable),
+            (RevocationStoreKind::Redis, Some(l)) => Some(Arc::clone(l)),
+            _ => None,
+        };
         let store = open_store(conf, base)?;
         let loaded = store.load_and_compact(now)?;
         for w in &loaded.warnings {
@@ -76,11 +102,13 @@ impl Revocations {
         for rec in &loaded.records {
             apply(&list, rec);
         }
+        let redis = redis_link.map(|l| Arc::new(RedisRevocations::new(l, Arc::clone(&list))));
         let r = Revocations {
             list,
             store,
             apply_order: Arc::new(Mutex::new(())),
             follow_failing: AtomicBool::new(false),
+            redis,
         };
         r.publish_counts();
         let (jti, subject) = r.list.counts();
@@ -93,6 +121,21 @@ impl Revocations {
 
     pub fn list(&self) -> &Arc<RevocationList> {
         &self.list
+    }
+
+    /// The Redis side of `store: redis`, whose follower the Redis background service runs.
+    pub fn redis(&self) -> Option<&Arc<RedisRevocations>> {
+        self.redis.as_ref()
+    }
+
+    /// Why `/readyz` must answer 503 on account of the revocations, if it must.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        match &self.redis {
+            Some(r) if !r.is_ready() => Some(
+                "revocation store: not loaded from redis, or catching up after a lost connection",
+            ),
+            _ => None,
+        }
     }
 
     /// Revokes one verified token (RFC 7009 at the issuer). Its entry is kept until no copy of
@@ -148,6 +191,11 @@ impl Revocations {
 
     /// Makes `record` durable, then applies it. Returns once both are done.
     async fn record(&self, record: Record) -> Stored {
+        if let Some(redis) = &self.redis {
+            redis.write(&record).await?;
+            self.publish_counts();
+            return Ok(());
+        }
         let store = Arc::clone(&self.store);
         let list = Arc::clone(&self.list);
         let apply_order = Arc::clone(&self.apply_order);
@@ -199,17 +247,22 @@ impl Revocations {
     }
 
     pub fn publish_counts(&self) {
-        let (jti, subject) = self.list.counts();
-        metrics::REVOCATIONS
-            .with_label_values(&["jti"])
-            .set(jti as i64);
-        metrics::REVOCATIONS
-            .with_label_values(&["subject"])
-            .set(subject as i64);
+        publish_counts(&self.list);
     }
 }
 
-fn apply(list: &RevocationList, rec: &Record) {
+/// Exports the list's sizes as `portcullis_revocations{kind}`.
+pub(super) fn publish_counts(list: &RevocationList) {
+    let (jti, subject) = list.counts();
+    metrics::REVOCATIONS
+        .with_label_values(&["jti"])
+        .set(jti as i64);
+    metrics::REVOCATIONS
+        .with_label_values(&["subject"])
+        .set(subject as i64);
+}
+
+pub(super) fn apply(list: &RevocationList, rec: &Record) {
     match rec {
         Record::RevokeJti {
             iss,
@@ -253,7 +306,7 @@ struct Net {
 /// list kept a wider cut-off or a later expiry from before the deletion, which needs another
 /// process's deletion in the run) it errs on the revoked side, and the next start replays the
 /// log exactly.
-fn apply_in_one_step(list: &RevocationList, records: &[Record]) {
+pub(super) fn apply_in_one_step(list: &RevocationList, records: &[Record]) {
     let mut net: HashMap<Key<'_>, Net> = HashMap::new();
     for rec in records {
         match rec {
@@ -357,9 +410,9 @@ mod tests {
     async fn a_process_applies_what_another_appended() {
         let dir = TempDir::new();
         let base = Path::new("/");
-        let old = Revocations::open(&dir.conf(), base, 0).unwrap();
+        let old = Revocations::open(&dir.conf(), base, 0, None).unwrap();
         old.revoke_jti("I", "before-upgrade", None).await.unwrap();
-        let new = Revocations::open(&dir.conf(), base, 0).unwrap();
+        let new = Revocations::open(&dir.conf(), base, 0, None).unwrap();
         assert!(jti_revoked(&new, "before-upgrade"));
 
         old.revoke_jti("I", "during-upgrade", None).await.unwrap();
@@ -373,7 +426,7 @@ mod tests {
         old.follow();
         assert!(jti_revoked(&old, "after-upgrade"));
         drop((old, new));
-        let restarted = Revocations::open(&dir.conf(), base, 0).unwrap();
+        let restarted = Revocations::open(&dir.conf(), base, 0, None).unwrap();
         assert_eq!(restarted.list().counts(), (2, 0));
         assert!(jti_revoked(&restarted, "during-upgrade"));
         assert!(jti_revoked(&restarted, "after-upgrade"));
@@ -382,7 +435,7 @@ mod tests {
     #[tokio::test]
     async fn reading_back_its_own_records_changes_nothing() {
         let dir = TempDir::new();
-        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0, None).unwrap();
         r.revoke_jti("I", "j", None).await.unwrap();
         r.unrevoke_jti("I", "j").await.unwrap();
         r.revoke_jti("I", "j", None).await.unwrap();
@@ -406,7 +459,7 @@ mod tests {
     #[tokio::test]
     async fn each_intent_is_logged_as_its_record() {
         let dir = TempDir::new();
-        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0, None).unwrap();
         r.revoke_token("I", "t", 100, 30).await.unwrap();
         r.revoke_subject("I", "s", 5, None).await.unwrap();
         r.revoke_subject("I", "lifted", 5, None).await.unwrap();
@@ -420,7 +473,7 @@ mod tests {
             vec![("I".into(), "s".into(), 5, None)]
         );
         drop(r);
-        let restarted = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        let restarted = Revocations::open(&dir.conf(), Path::new("/"), 0, None).unwrap();
         assert_eq!(restarted.list().counts(), (1, 1));
     }
 
@@ -464,7 +517,7 @@ mod tests {
             path: dir.0.clone(),
             ..dir.conf()
         };
-        let err = Revocations::open(&on_a_directory, Path::new("/"), 0)
+        let err = Revocations::open(&on_a_directory, Path::new("/"), 0, None)
             .err()
             .unwrap();
         let expected = format!(
@@ -477,13 +530,15 @@ mod tests {
             store: RevocationStoreKind::Redis,
             ..dir.conf()
         };
-        let err = Revocations::open(&redis, Path::new("/"), 0).err().unwrap();
+        let err = Revocations::open(&redis, Path::new("/"), 0, None)
+            .err()
+            .unwrap();
         assert_eq!(
             err.to_string(),
-            "revocation.store: redis is not available in this build; use file or memory"
+            "revocation.store: redis needs a top-level redis: block (redis.url)"
         );
 
-        let r = Revocations::open(&dir.conf(), Path::new("/"), 0).unwrap();
+        let r = Revocations::open(&dir.conf(), Path::new("/"), 0, None).unwrap();
         std::fs::remove_dir_all(&dir.0).unwrap();
         let err = r.revoke_jti("I", "lost", None).await.unwrap_err();
         assert!(
@@ -500,7 +555,7 @@ mod tests {
             store: RevocationStoreKind::Memory,
             ..RevocationConf::default()
         };
-        let r = Revocations::open(&conf, Path::new("/nonexistent"), 0).unwrap();
+        let r = Revocations::open(&conf, Path::new("/nonexistent"), 0, None).unwrap();
         r.follow();
         assert_eq!(r.list().counts(), (0, 0));
     }
