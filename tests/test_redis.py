@@ -575,3 +575,29 @@ def test_the_multi_instance_k6_script_passes_against_three_instances(procs, redi
     assert result.count("refused") > 0, result.tail()
     for t in tokens:
         assert all(status_of(gw, t) == 401 for gw in gws)
+
+
+def test_a_large_list_loads_in_pieces_and_drops_what_expired(procs, redis):
+    """A first load reads the shared list with HSCAN, many pieces for a list this size (one
+    reply for the whole list once outlasted every timeout at a million entries, and the
+    instance never became ready). Entries written in the gateway's snapshot format straight
+    into Redis: the live ones are in force, the expired ones are left out and removed."""
+    cluster = Cluster(procs, redis)
+    key = f"{cluster.prefix}{{revocations}}:list"
+    live, expired, now = 30_000, 500, int(time.time())
+    for start in range(0, live, 1000):
+        args = []
+        for i in range(start, min(start + 1000, live)):
+            args += [json.dumps(["jti", CORP, f"bulk-{i}"], separators=(",", ":")), "0:"]
+        redis.cli("HSET", key, *args)
+    old = []
+    for i in range(expired):
+        old += [json.dumps(["jti", CORP, f"old-{i}"], separators=(",", ":")), f"0:{now - 60}"]
+    redis.cli("HSET", key, *old)
+
+    gw = cluster.gateway()
+    st = Admin(gw).status()
+    assert st["revocations"]["jti"] == live, st["revocations"]
+    assert status_of(gw, cluster.tok(jti="bulk-29999")) == 401
+    assert status_of(gw, cluster.tok(jti="old-7")) == 200
+    assert int(redis.cli("HLEN", key)) == live, "expired entries were not removed from Redis"

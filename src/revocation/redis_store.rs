@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Script, Value};
 use tokio::sync::watch;
@@ -72,33 +73,17 @@ return redis.call('XADD', KEYS[1], '*', 'r', ARGV[5])
     )
 });
 
-/// Where a follower starts: `{'full', last id, snapshot}` for a first load or when the stream
-/// was trimmed past `ARGV[1]`, else `{'tail', ARGV[1], entries after it, lost}`, where `lost` is
-/// 1 when the stream no longer holds the entry `ARGV[1]` names nor any later one: Redis lost
-/// data (restarted without persistence). A full load drops snapshot entries expired at
-/// `ARGV[2]`.
+/// Where a follower starts: `{'full'}` for a first load or when the stream was trimmed past
+/// `ARGV[1]` (the follower then reads the snapshot in pieces, [`RedisRevocations::load_all`]),
+/// else `{'tail', ARGV[1], entries after it, lost}`, where `lost` is 1 when the stream no
+/// longer holds the entry `ARGV[1]` names nor any later one: Redis lost data (restarted without
+/// persistence).
 /// KEYS: stream, snapshot, trim mark. ARGV: last applied id ("" = none), now in seconds.
 static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local function full()
-  local now = tonumber(ARGV[2])
-  local flat = redis.call('HGETALL', KEYS[2])
-  local live = {}
-  for i = 1, #flat, 2 do
-    local v = flat[i + 1]
-    local e = string.sub(v, string.find(v, ':', 1, true) + 1)
-    if e ~= '' and tonumber(e) < now then
-      redis.call('HDEL', KEYS[2], flat[i])
-    else
-      live[#live + 1] = flat[i]
-      live[#live + 1] = v
-    end
-  end
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  local id = '0-0'
-  if #last > 0 then id = last[1][1] end
-  return {'full', id, live}
+  return {'full'}
 end
 if ARGV[1] == '' then return full() end
 local mark = redis.call('GET', KEYS[3])
@@ -119,6 +104,41 @@ return {'tail', ARGV[1], redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COU
 ",
     )
 });
+
+/// Snapshot entries per `HSCAN` of a full load.
+const SCAN_COUNT: usize = 5000;
+
+/// Deletes snapshot entries found expired, each only if it still holds the value that was read
+/// (a writer may have revoked it again meanwhile). KEYS: snapshot. ARGV: field, value, ...
+static DROP_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+",
+    )
+});
+
+/// What a follower does after its catch-up call.
+enum CatchUp {
+    /// Caught up to this stream id.
+    At(String),
+    /// Load the whole list ([`RedisRevocations::load_all`]).
+    Full,
+}
+
+/// Whether a snapshot value (`before:expires`, `expires` empty for never) has expired at `now`.
+fn snapshot_expired(value: &str, now: i64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(_, e)| e.parse::<i64>().ok())
+        .is_some_and(|e| e < now)
+}
 
 /// A stream id, ordered as Redis orders them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -285,7 +305,11 @@ impl RedisRevocations {
             Err(e) => return (Err(e), false),
         };
         match self.catch_up(reply) {
-            Some(id) => *pos = Some(id),
+            Some(CatchUp::At(id)) => *pos = Some(id),
+            Some(CatchUp::Full) => match self.load_all(&mut con).await {
+                Ok(id) => *pos = Some(id),
+                Err(e) => return (Err(e), false),
+            },
             None => {
                 let e =
                     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected catch-up reply"));
@@ -333,34 +357,21 @@ impl RedisRevocations {
         }
     }
 
-    /// Applies a catch-up reply; the id it leaves off at, or `None` for a reply of another shape.
-    fn catch_up(&self, reply: Value) -> Option<String> {
+    /// Applies a catch-up reply: the id it leaves off at, or that the whole list must be loaded;
+    /// `None` for a reply of another shape.
+    fn catch_up(&self, reply: Value) -> Option<CatchUp> {
         let Value::Array(parts) = reply else {
             return None;
         };
         let mut parts = parts.into_iter();
         let kind = text(parts.next()?)?;
+        if kind == "full" {
+            return Some(CatchUp::Full);
+        }
         let mut id = text(parts.next()?)?;
         let Value::Array(body) = parts.next()? else {
             return None;
         };
-        if kind == "full" {
-            let mut records = Vec::new();
-            let mut body = body.into_iter();
-            while let (Some(field), Some(value)) = (body.next(), body.next()) {
-                match from_snapshot(&text(field)?, &text(value)?) {
-                    Some(rec) => records.push(rec),
-                    None => log::warn!("revocation snapshot: an unreadable entry, skipped"),
-                }
-            }
-            let _in_order = self.apply_lock.lock();
-            replace_all(&self.list, &records);
-            drop(_in_order);
-            let (jti, subject) = self.list.counts();
-            log::info!("revocations loaded from redis: {jti} jti, {subject} subject cut-offs");
-            self.publish(&id);
-            return Some(id);
-        }
         if matches!(parts.next(), Some(Value::Int(1))) {
             // Keeping what this instance holds errs on the revoked side; an instance started
             // from now on loads only what Redis still has.
@@ -390,7 +401,72 @@ impl RedisRevocations {
             id = entry_id;
         }
         self.apply_batch(&records, &id);
-        Some(id)
+        Some(CatchUp::At(id))
+    }
+
+    /// Loads the whole list: notes the newest stream id, then reads the snapshot with `HSCAN`
+    /// in pieces, each far below the command timeout and none holding Redis for long (a million
+    /// entries in one reply took longer than any timeout and blocked Redis meanwhile). Changes
+    /// written during the scan come after the noted id, so the follower replays them from the
+    /// stream in order; a change is applied twice at most, and applying one again is harmless.
+    /// Expired entries are dropped from the snapshot, each only if it is still the value read.
+    async fn load_all(&self, con: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+        let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(&self.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(con)
+            .await?;
+        let id = newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+        let now = unix_now();
+        let mut records = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&self.snapshot)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(con)
+                .await?;
+            let mut expired = Vec::new();
+            for pair in flat.chunks_exact(2) {
+                let (field, value) = (&pair[0], &pair[1]);
+                if snapshot_expired(value, now) {
+                    expired.push(field.clone());
+                    expired.push(value.clone());
+                    continue;
+                }
+                match from_snapshot(field, value) {
+                    Some(rec) => records.push(rec),
+                    None => log::warn!("revocation snapshot: an unreadable entry, skipped"),
+                }
+            }
+            if !expired.is_empty() {
+                let mut call = DROP_EXPIRED.prepare_invoke();
+                call.key(&self.snapshot);
+                for v in &expired {
+                    call.arg(v);
+                }
+                let _: redis::RedisResult<i64> = call.invoke_async(con).await;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _in_order = self.apply_lock.lock();
+        replace_all(&self.list, &records);
+        drop(_in_order);
+        let (jti, subject) = self.list.counts();
+        log::info!("revocations loaded from redis: {jti} jti, {subject} subject cut-offs");
+        self.publish(&id);
+        Ok(id)
     }
 
     fn apply_batch(&self, records: &[Record], id: &str) {
