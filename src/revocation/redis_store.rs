@@ -78,7 +78,7 @@ return redis.call('XADD', KEYS[1], '*', 'r', ARGV[5])
 /// else `{'tail', ARGV[1], entries after it, lost}`, where `lost` is 1 when the stream no
 /// longer holds the entry `ARGV[1]` names nor any later one: Redis lost data (restarted without
 /// persistence).
-/// KEYS: stream, snapshot, trim mark. ARGV: last applied id ("" = none), now in seconds.
+/// KEYS: stream, snapshot, trim mark. ARGV: last applied id ("" = none).
 static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -298,8 +298,7 @@ impl RedisRevocations {
         call.key(&self.stream)
             .key(&self.snapshot)
             .key(&self.trim_mark)
-            .arg(pos.as_deref().unwrap_or(""))
-            .arg(unix_now());
+            .arg(pos.as_deref().unwrap_or(""));
         let reply: Value = match call.invoke_async(&mut con).await {
             Ok(v) => v,
             Err(e) => return (Err(e), false),

@@ -42,30 +42,9 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
 
 def _worker(args) -> Counter:
     port, path, first, count, key_of = args
-    statuses: Counter = Counter()
-    sock = None
-    buf = bytearray()
-    for i in range(first, first + count):
-        if sock is None:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            buf = bytearray()
-        req = (f"GET {path} HTTP/1.1\r\nHost: flood.test\r\n"
-               f"X-Forwarded-For: {key_of(i)}\r\n\r\n").encode()
-        try:
-            sock.sendall(req)
-            status, keep = read_response(sock, buf)
-        except OSError as e:
-            statuses[f"error:{type(e).__name__}"] += 1
-            sock.close()
-            sock = None
-            continue
-        statuses[status] += 1
-        if not keep:
-            sock.close()
-            sock = None
-    if sock is not None:
-        sock.close()
-    return statuses
+    reqs = (f"GET {path} HTTP/1.1\r\nHost: flood.test\r\n"
+            f"X-Forwarded-For: {key_of(i)}\r\n\r\n".encode() for i in range(first, first + count))
+    return _send_worker((port, reqs))
 
 
 def ipv6_key(i: int) -> str:
